@@ -1,0 +1,38 @@
+# Every target that runs code depends on `setup`, so a fresh clone needs nothing else.
+PY_SYS ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+export HYDRA_FULL_ERROR ?= 0
+
+.PHONY: setup test bench train reproduce-cifar figures notebooks clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) -m normmatters.bench.norms
+
+train: setup
+	$(PY) scripts/train.py $(ARGS)
+
+reproduce-cifar: setup
+	$(PY) scripts/reproduce.py $(ARGS)
+
+figures: setup
+	$(PY) scripts/plot.py $(ARGS)
+
+clean:
+	rm -rf outputs .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""normmatters: reproduction of Hoffer et al. 2018, "Norm matters"."""
