@@ -1,0 +1,85 @@
+"""Per-layer and per-channel statistics of the scale-invariant weights.
+
+With a normalization after it, a weight's output channel w_i only matters through its direction
+w_i/||w_i||, and SGD moves that direction with the effective step size eta/||w_i||^2 (PAPER.md §1).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def scale_invariant_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Conv/linear weights (and weight-norm directions) outside the classifier.
+
+    A parameter qualifies when it has >= 2 dims and more than one element per output channel,
+    which keeps out biases, norm affines and weight-norm gains of shape (C, 1, ...).
+    """
+    skip = getattr(model, "classifier_name", None)
+    out = {}
+    for name, p in model.named_parameters():
+        if skip and (name == skip or name.startswith(skip + ".")):
+            continue
+        if p.ndim >= 2 and p[0].numel() > 1:
+            out[name] = p
+    return out
+
+
+@torch.no_grad()
+def per_channel_norms(weight: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each output channel (dim 0), in float32."""
+    return weight.detach().float().flatten(1).norm(dim=1)
+
+
+def channel_norm_rows(weights: dict[str, torch.Tensor], epoch: int, step: int) -> list[dict]:
+    rows = []
+    for name, w in weights.items():
+        norms = per_channel_norms(w).cpu().tolist()
+        rows.extend({"epoch": epoch, "step": step, "param": name, "channel": c, "norm": n}
+                    for c, n in enumerate(norms))
+    return rows
+
+
+@torch.no_grad()
+def layer_rows(weights: dict[str, torch.Tensor], lrs: dict[str, float], epoch: int, step: int,
+               angles: dict[str, float] | None = None) -> list[dict]:
+    """One row per weight: Frobenius norm, mean channel norm, eta/mean(||w_i||^2), update angle."""
+    rows = []
+    for name, w in weights.items():
+        ch = per_channel_norms(w)
+        sq = float((ch ** 2).mean())
+        rows.append({
+            "epoch": epoch, "step": step, "param": name, "lr": lrs[name],
+            "norm": float(ch.norm()), "channel_norm_mean": float(ch.mean()),
+            "eff_step": lrs[name] / sq if sq > 0 else math.inf,
+            "angle": (angles or {}).get(name, math.nan),
+        })
+    return rows
+
+
+class AngleProbe:
+    """Angle (radians) between each weight before and after one optimizer step.
+
+    Call `before()` just before `optimizer.step()` and `after()` just after; only on logged steps,
+    since the snapshot copies the weights.
+    """
+
+    def __init__(self, weights: dict[str, torch.Tensor]):
+        self.weights = weights
+        self._prev: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def before(self) -> None:
+        self._prev = {n: w.detach().float().flatten().clone() for n, w in self.weights.items()}
+
+    @torch.no_grad()
+    def after(self) -> dict[str, float]:
+        out = {}
+        for name, prev in self._prev.items():
+            cur = self.weights[name].detach().float().flatten()
+            cos = torch.dot(prev, cur) / (prev.norm() * cur.norm()).clamp_min(1e-30)
+            out[name] = float(torch.arccos(cos.clamp(-1.0, 1.0)))
+        self._prev = {}
+        return out

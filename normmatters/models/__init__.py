@@ -1,0 +1,9 @@
+"""Models of the reproduction: CIFAR VGG, CIFAR ResNets, ImageNet ResNets.
+
+Every model takes its normalization by name through ``normmatters.norms.build_norm`` and exposes
+``classifier_name`` ("classifier"), the attribute name of its final ``nn.Linear``.
+"""
+from .init import he_init_
+from .registry import MODEL_NAMES, build_model
+
+__all__ = ["MODEL_NAMES", "build_model", "he_init_"]

@@ -1,0 +1,21 @@
+"""Optimization controls of "Norm matters" (PAPER.md §1–2), usable outside this repository.
+
+* :func:`build_param_groups` / :func:`build_optimizer`: who gets weight decay (``wd_scope``),
+  the scale-invariant weights in their own group;
+* :func:`lr_factor` / :func:`build_scheduler`: per-iteration step / cosine / constant LR;
+* :class:`LRCorrection`: weight decay replaced by the per-channel LR η̂ = η‖w‖²/‖w_WD‖²;
+* :class:`NormSchedule`: the LR schedule of the scale-invariant weights replaced by a norm schedule;
+* :func:`build_step_hooks`: the hooks a config asks for, validated against the reference run.
+"""
+from .hooks import StepHook, build_step_hooks
+from .lr_correction import LRCorrection, channel_sq_norms, correction_scale
+from .norm_schedule import NormSchedule, norm_multiplier
+from .param_groups import CONTROLS, WD_SCOPES, build_optimizer, build_param_groups, classifier_param_names
+from .reference import ReferenceNorms
+from .schedules import SCHEDULES, build_scheduler, drops_before, lr_factor
+
+__all__ = [
+    "CONTROLS", "LRCorrection", "NormSchedule", "ReferenceNorms", "SCHEDULES", "StepHook", "WD_SCOPES",
+    "build_optimizer", "build_param_groups", "build_scheduler", "build_step_hooks", "channel_sq_norms",
+    "classifier_param_names", "correction_scale", "drops_before", "lr_factor", "norm_multiplier",
+]

@@ -1,0 +1,92 @@
+"""The step-hook protocol and the builder of the hooks a config asks for.
+
+A training loop drives every hook the same way::
+
+    hooks = build_step_hooks(cfg, model, optimizer)      # validates before any training
+    for epoch in range(start_epoch, epochs + 1):          # 1-based epochs
+        for h in hooks: h.on_epoch_start(epoch)
+        for k, batch in enumerate(loader):                # k = 0 .. S-1, S = steps_per_epoch
+            loss = ...; loss.backward()
+            for h in hooks: h.before_step(k, S)
+            optimizer.step()
+            for h in hooks: h.after_step()
+            scheduler.step()
+
+Hooks hold no state worth checkpointing: resuming at epoch e only needs ``on_epoch_start(e)``.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from normmatters.dynamics.weight_stats import scale_invariant_weights
+
+from ._cfg import cfg_get, cfg_list, unwrap_model
+from .lr_correction import LRCorrection
+from .norm_schedule import NormSchedule
+from .param_groups import CONTROLS
+from .reference import ReferenceNorms
+
+
+@runtime_checkable
+class StepHook(Protocol):
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called before the first step of the 1-based ``epoch``."""
+
+    def before_step(self, step_in_epoch: int, steps_per_epoch: int) -> None:
+        """Called after ``backward()``, just before ``optimizer.step()``; step_in_epoch is 0-based."""
+
+    def after_step(self) -> None:
+        """Called just after ``optimizer.step()`` (before ``scheduler.step()``)."""
+
+
+def _invariant_groups_check(optimizer: torch.optim.Optimizer, params: dict[str, nn.Parameter],
+                            control: str) -> None:
+    ids = {id(p): n for n, p in params.items()}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            name = ids.get(id(p))
+            if name is None:
+                continue
+            if control == "norm_schedule" and group.get("scheduled", True):
+                raise ValueError(f"norm_schedule: scale-invariant param {name!r} is in a scheduled optimizer "
+                                 "group; expected it at the base LR (build_param_groups(invariant_scheduled=False))")
+            if control == "lr_correction" and group.get("weight_decay", 0.0) != 0.0:
+                warnings.warn(f"lr_correction: scale-invariant param {name!r} has weight decay "
+                              f"{group['weight_decay']}; the correction then scales the decay term too "
+                              "(the paper's arm uses wd_scope=last_only)", stacklevel=3)
+
+
+def build_step_hooks(cfg: Any, model: nn.Module, optimizer: torch.optim.Optimizer) -> list[StepHook]:
+    """Hooks for ``cfg.control``: "none" → [], "lr_correction" → [LRCorrection],
+    "norm_schedule" → [NormSchedule].
+
+    Both controls read ``cfg.reference`` (the WD-on run directory) and need ``cfg.epochs``;
+    everything is validated here, before training starts, raising a one-line ``ValueError``.
+    """
+    control = str(cfg_get(cfg, "control", "none"))
+    if control not in CONTROLS:
+        raise ValueError(f"unknown control {control!r}; valid: {', '.join(CONTROLS)}")
+    if control == "none":
+        return []
+    params = scale_invariant_weights(unwrap_model(model))
+    if not params:
+        raise ValueError(f"{control}: model {type(unwrap_model(model)).__name__} has no scale-invariant weights")
+    epochs = cfg_get(cfg, "epochs")
+    if epochs is None:
+        raise ValueError(f"{control}: config needs `epochs` to check the reference run")
+    reference = ReferenceNorms(cfg_get(cfg, "reference"), params, int(epochs), purpose=control)
+    _invariant_groups_check(optimizer, params, control)
+    if control == "lr_correction":
+        return [LRCorrection(params, reference)]
+    schedule = str(cfg_get(cfg, "schedule", "step"))
+    if schedule not in ("step", "constant"):
+        raise ValueError(f"norm_schedule replaces a step LR schedule; got schedule={schedule!r} "
+                         "(expected 'step' or 'constant')")
+    gamma = float(cfg_get(cfg, "gamma", 0.1))
+    drop_factor = float(cfg_get(cfg, "norm_schedule_drop_factor", 1.0 / gamma))
+    milestones = cfg_list(cfg, "milestones") if schedule == "step" else []
+    return [NormSchedule(params, reference, milestones, drop_factor)]

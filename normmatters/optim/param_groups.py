@@ -1,0 +1,126 @@
+"""Parameter groups: who gets weight decay, and which weights are scale-invariant (PAPER.md §2).
+
+Every parameter of the model falls in exactly one of three kinds:
+
+* ``invariant``: the scale-invariant weights (conv/linear weights followed by a normalization,
+  outside the classifier; see :func:`normmatters.dynamics.scale_invariant_weights`);
+* ``classifier``: the parameters of ``model.classifier_name`` (the "last" layer);
+* ``other``: everything else (normalization affines, biases, ...).
+
+Weight decay by ``wd_scope``:
+
+=================  ==========  ==========  ==========
+wd_scope           invariant   other       classifier
+=================  ==========  ==========  ==========
+``all``            λ           λ           λ
+``all_but_last``   λ           λ           0
+``last_only``      0           0           λ          (the paper's "WD off" arm)
+``none``           0           0           0
+=================  ==========  ==========  ==========
+
+Each group records ``names`` (parameter names, in the order of ``params``), ``kind``,
+``invariant`` (True for the scale-invariant group) and ``scheduled`` (False tells
+:func:`normmatters.optim.schedules.build_scheduler` to keep that group at its base LR).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from normmatters.dynamics.weight_stats import scale_invariant_weights
+
+from ._cfg import cfg_get, unwrap_model
+
+WD_SCOPES = ("all", "all_but_last", "last_only", "none")
+CONTROLS = ("none", "lr_correction", "norm_schedule")
+
+# (invariant, other, classifier) -> does the kind get weight decay?
+_WD_TABLE = {
+    "all": (True, True, True),
+    "all_but_last": (True, True, False),
+    "last_only": (False, False, True),
+    "none": (False, False, False),
+}
+
+
+def classifier_param_names(model: nn.Module) -> list[str]:
+    """Names of the parameters of ``model.classifier_name`` (empty when the model names none)."""
+    model = unwrap_model(model)
+    prefix = getattr(model, "classifier_name", None)
+    if not prefix:
+        return []
+    return [n for n, _ in model.named_parameters() if n == prefix or n.startswith(prefix + ".")]
+
+
+def build_param_groups(model: nn.Module, lr: float, weight_decay: float, wd_scope: str = "all",
+                       invariant_lr_mult: float = 1.0, invariant_wd_mult: float = 1.0,
+                       invariant_scheduled: bool = True) -> list[dict[str, Any]]:
+    """Optimizer parameter groups for ``model`` (see the module docstring for the WD table).
+
+    ``invariant_lr_mult`` / ``invariant_wd_mult`` multiply the LR / WD of the scale-invariant
+    group only (the exact-equivalence check of PAPER.md §1 uses c² and 1/c²).
+    ``invariant_scheduled=False`` marks that group ``scheduled=False`` (the norm-schedule arm).
+    Empty groups are left out; parameters with ``requires_grad=False`` are skipped.
+    """
+    if wd_scope not in WD_SCOPES:
+        raise ValueError(f"unknown wd_scope {wd_scope!r}; valid: {', '.join(WD_SCOPES)}")
+    model = unwrap_model(model)
+    invariant_ids = {id(p) for p in scale_invariant_weights(model).values()}
+    classifier = set(classifier_param_names(model))
+    if wd_scope in ("all_but_last", "last_only") and weight_decay != 0 and not classifier:
+        raise ValueError(
+            f"wd_scope={wd_scope!r} needs the classifier: set `classifier_name` on "
+            f"{type(model).__name__} to the name of its last (classifier) module")
+
+    kinds: dict[str, tuple[list[str], list[nn.Parameter]]] = {
+        "invariant": ([], []), "other": ([], []), "classifier": ([], [])}
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        kind = "invariant" if id(p) in invariant_ids else "classifier" if name in classifier else "other"
+        kinds[kind][0].append(name)
+        kinds[kind][1].append(p)
+
+    decays = dict(zip(("invariant", "other", "classifier"), _WD_TABLE[wd_scope]))
+    groups = []
+    for kind, (names, params) in kinds.items():
+        if not params:
+            continue
+        wd = float(weight_decay) if decays[kind] else 0.0
+        group_lr = float(lr)
+        if kind == "invariant":
+            wd *= float(invariant_wd_mult)
+            group_lr *= float(invariant_lr_mult)
+        groups.append({
+            "params": params, "names": names, "kind": kind, "lr": group_lr, "weight_decay": wd,
+            "invariant": kind == "invariant",
+            "scheduled": bool(invariant_scheduled) if kind == "invariant" else True,
+        })
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.SGD:
+    """SGD over :func:`build_param_groups` from ``cfg``.
+
+    Keys (dict or DictConfig): ``lr``, ``momentum`` (0.9), ``nesterov`` (False), ``weight_decay``
+    (0), ``wd_scope`` ("all"), ``control`` ("none"; "norm_schedule" keeps the invariant group at
+    its base LR), and optionally ``invariant_lr_mult`` / ``invariant_wd_mult`` (1).
+    """
+    control = str(cfg_get(cfg, "control", "none"))
+    if control not in CONTROLS:
+        raise ValueError(f"unknown control {control!r}; valid: {', '.join(CONTROLS)}")
+    lr = cfg_get(cfg, "lr")
+    if lr is None:
+        raise ValueError("optimizer config needs `lr`")
+    groups = build_param_groups(
+        model, lr=float(lr), weight_decay=float(cfg_get(cfg, "weight_decay", 0.0)),
+        wd_scope=str(cfg_get(cfg, "wd_scope", "all")),
+        invariant_lr_mult=float(cfg_get(cfg, "invariant_lr_mult", 1.0)),
+        invariant_wd_mult=float(cfg_get(cfg, "invariant_wd_mult", 1.0)),
+        invariant_scheduled=control != "norm_schedule")
+    return torch.optim.SGD(groups, lr=float(lr), momentum=float(cfg_get(cfg, "momentum", 0.9)),
+                           nesterov=bool(cfg_get(cfg, "nesterov", False)))

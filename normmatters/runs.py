@@ -1,0 +1,102 @@
+"""The run-directory format, defined once.
+
+A run directory holds:
+
+    config.yaml      the resolved Hydra config
+    meta.json        status (running|finished|diverged), git commit, data label, profile, seed, wandb id
+    epochs.parquet   one row per epoch: train/test loss and accuracy, lr, seconds, images/s
+    steps.parquet    one row per logged step (every train.log_every): train loss/accuracy, lr
+    layers.parquet   one row per (logged step, scale-invariant weight): norm, effective step, angle
+    channels.parquet one row per (epoch, weight, output channel): the channel's L2 norm
+    checkpoint.pt    latest end-of-epoch state (not part of results/)
+    wandb/           the wandb (offline) run
+
+The logger writes through this module; the LR correction and the plots read through it.
+Tables are rewritten whole and atomically, so a killed process never leaves half a file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+CONFIG = "config.yaml"
+META = "meta.json"
+CHECKPOINT = "checkpoint.pt"
+TABLES = ("epochs", "steps", "layers", "channels")
+STATUSES = ("running", "finished", "diverged")
+
+
+def table_path(run_dir: str | Path, name: str) -> Path:
+    if name not in TABLES:
+        raise ValueError(f"unknown run table {name!r}; valid: {', '.join(TABLES)}")
+    return Path(run_dir) / f"{name}.parquet"
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call write(tmp_path) then rename over `path`: readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_table(run_dir: str | Path, name: str, frame: pd.DataFrame) -> None:
+    atomic_write_bytes(table_path(run_dir, name), lambda p: frame.to_parquet(p, index=False))
+
+
+def read_table(run_dir: str | Path, name: str) -> pd.DataFrame:
+    path = table_path(run_dir, name)
+    if not path.exists():
+        raise FileNotFoundError(f"run table not found: {path} (is {run_dir} a normmatters run directory?)")
+    return pd.read_parquet(path)
+
+
+def has_table(run_dir: str | Path, name: str) -> bool:
+    return table_path(run_dir, name).exists()
+
+
+def read_meta(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / META
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def write_meta(run_dir: str | Path, **updates: Any) -> dict[str, Any]:
+    """Merge `updates` into meta.json (atomically) and return the new contents."""
+    if "status" in updates and updates["status"] not in STATUSES:
+        raise ValueError(f"bad run status {updates['status']!r}; valid: {', '.join(STATUSES)}")
+    meta = {**read_meta(run_dir), **updates}
+    text = json.dumps(meta, indent=2, sort_keys=True, default=str)
+    atomic_write_bytes(Path(run_dir) / META, lambda p: Path(p).write_text(text))
+    return meta
+
+
+def status(run_dir: str | Path) -> str | None:
+    return read_meta(run_dir).get("status")
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    return status(run_dir) in ("finished", "diverged")
+
+
+def channel_norms(run_dir: str | Path) -> dict[int, dict[str, pd.Series]]:
+    """Per-channel weight norms of a run: {epoch: {param name: norms indexed by channel}}.
+
+    Epoch 0 holds the norms at initialization; epoch e the norms at the end of epoch e.
+    """
+    frame = read_table(run_dir, "channels")
+    out: dict[int, dict[str, pd.Series]] = {}
+    for (epoch, param), group in frame.groupby(["epoch", "param"], sort=True):
+        out.setdefault(int(epoch), {})[str(param)] = group.set_index("channel")["norm"].sort_index()
+    return out

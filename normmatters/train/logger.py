@@ -1,0 +1,69 @@
+"""Run logger: keeps the rows of each run table, writes them through `runs`, mirrors to wandb."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from normmatters import runs
+
+ROW_TABLES = ("epochs", "steps", "layers", "channels")
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, wandb_cfg, run_name: str, group: str, config: dict):
+        self.run_dir = Path(run_dir)
+        self.rows: dict[str, list[dict]] = {name: [] for name in ROW_TABLES}
+        self.wandb = self._start_wandb(wandb_cfg, run_name, group, config)
+
+    def _start_wandb(self, wandb_cfg, run_name, group, config):
+        if wandb_cfg.mode == "disabled":
+            return None
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        run_id = runs.read_meta(self.run_dir).get("wandb_id") or wandb.util.generate_id()
+        runs.write_meta(self.run_dir, wandb_id=run_id)
+        settings = wandb.Settings(console="off", silent=True, x_disable_stats=True,
+                                  x_save_requirements=False, disable_git=True)
+        return wandb.init(project=wandb_cfg.project, entity=wandb_cfg.entity, mode=wandb_cfg.mode,
+                          dir=str(self.run_dir), id=run_id, resume="allow", name=run_name, group=group,
+                          config=config, settings=settings)
+
+    def resume_from(self, epoch: int) -> None:
+        """Reload tables written before a restart, keeping only rows up to the checkpointed epoch."""
+        for name in ROW_TABLES:
+            if runs.has_table(self.run_dir, name):
+                frame = runs.read_table(self.run_dir, name)
+                self.rows[name] = frame[frame["epoch"] <= epoch].to_dict("records")
+
+    def add(self, table: str, rows: list[dict]) -> None:
+        self.rows[table].extend(rows)
+
+    def log_step(self, step: int, row: dict, layer_rows: list[dict]) -> None:
+        self.add("steps", [row])
+        self.add("layers", layer_rows)
+        if self.wandb is not None:
+            payload = {f"train/{k}": v for k, v in row.items() if k not in ("step", "epoch")}
+            for r in layer_rows:
+                for key in ("norm", "eff_step", "angle"):
+                    payload[f"layers/{r['param']}/{key}"] = r[key]
+            self.wandb.log(payload, step=step)
+
+    def log_epoch(self, step: int, row: dict) -> None:
+        self.add("epochs", [row])
+        if self.wandb is not None:
+            self.wandb.log({f"epoch/{k}": v for k, v in row.items()}, step=step)
+
+    def flush(self) -> None:
+        for name, rows in self.rows.items():
+            if rows:
+                runs.write_table(self.run_dir, name, pd.DataFrame(rows))
+
+    def finish(self, summary: dict) -> None:
+        self.flush()
+        if self.wandb is not None:
+            self.wandb.summary.update(summary)
+            self.wandb.finish()
+            self.wandb = None

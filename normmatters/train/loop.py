@@ -1,0 +1,260 @@
+"""The training loop: seeded, resumable at epoch boundaries, logging weight-norm dynamics."""
+from __future__ import annotations
+
+import contextlib
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from normmatters import runs
+from normmatters.data import build_data
+from normmatters.dynamics import AngleProbe, channel_norm_rows, layer_rows, scale_invariant_weights
+from normmatters.optim import build_optimizer, build_scheduler, build_step_hooks
+from normmatters.train import checkpoint
+from normmatters.train.build import autocast_dtype, model_from_config, optim_config, pick_device
+from normmatters.train.logger import RunLogger
+from normmatters.train.validate import validate
+
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+# Keys that may change between a run and its resumption without making it another run.
+VOLATILE_KEYS = ("train.progress", "wandb.mode", "device")
+
+
+@dataclass
+class Run:
+    """Everything one run's epochs share."""
+    cfg: object
+    model: torch.nn.Module
+    forward: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    hooks: list
+    data: object
+    logger: RunLogger
+    device: torch.device
+    weights: dict = field(default_factory=dict)
+    step: int = 0
+
+    def autocast(self):
+        dtype = autocast_dtype(self.cfg)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def lrs(self) -> dict[str, float]:
+        by_id = {id(p): g["lr"] for g in self.optimizer.param_groups for p in g["params"]}
+        return {name: by_id[id(w)] for name, w in self.weights.items()}
+
+    def scheduled_lr(self) -> float:
+        groups = [g for g in self.optimizer.param_groups if g.get("scheduled", True)]
+        return (groups or self.optimizer.param_groups)[0]["lr"]
+
+
+def train(cfg) -> dict:
+    """Train one run described by a composed config; returns its final metrics."""
+    validate(cfg)
+    run_dir = Path(cfg.run_dir)
+    config = _plain_config(cfg)
+    done = _finished_or_conflict(run_dir, config)
+    if done is not None:
+        return done
+    run = _setup(cfg, run_dir, config)
+    state = checkpoint.load(run_dir)
+    start = 1
+    if state is not None:
+        start = _restore(run, state) + 1
+        print(f"resuming {run_dir} after epoch {start - 1}", file=sys.stderr)
+    else:
+        run.logger.add("channels", channel_norm_rows(run.weights, epoch=0, step=0))
+    for epoch in range(start, cfg.train.epochs + 1):
+        row = _train_epoch(run, epoch)
+        if row is None:
+            return _stop(run, "diverged", epoch)
+        row.update(_evaluate(run))
+        run.logger.add("channels", channel_norm_rows(run.weights, epoch=epoch, step=run.step))
+        run.logger.log_epoch(run.step, row)
+        run.logger.flush()  # tables first: a kill before the checkpoint only repeats this epoch
+        checkpoint.save(run_dir, _state(run, epoch))
+        print(f"epoch {epoch}/{cfg.train.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}  "
+              f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.2f}  {row['images_per_s']:.0f} img/s",
+              file=sys.stderr)
+    return _stop(run, "finished", cfg.train.epochs)
+
+
+def _plain_config(cfg) -> dict:
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    return config
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _finished_or_conflict(run_dir: Path, config: dict) -> dict | None:
+    """A finished run is returned as is; a different run in the same directory is an error."""
+    saved_path = run_dir / runs.CONFIG
+    if not saved_path.exists():
+        return None
+    saved = _flatten(OmegaConf.to_container(OmegaConf.load(saved_path)))
+    now = _flatten(config)
+    differ = sorted(k for k in saved.keys() | now.keys()
+                    if saved.get(k) != now.get(k) and not k.startswith(VOLATILE_KEYS))
+    if differ:
+        raise ValueError(f"{run_dir} already holds a run with another config (differs in: {', '.join(differ[:5])}); "
+                         "choose another name=, run_tag= or out_root=, or delete that directory")
+    meta = runs.read_meta(run_dir)
+    if meta.get("status") in ("finished", "diverged"):
+        print(f"{run_dir} is already {meta['status']}; not re-running it", file=sys.stderr)
+        return meta.get("final", {})
+    return None
+
+
+def _setup(cfg, run_dir: Path, config: dict) -> Run:
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = model_from_config(cfg, NUM_CLASSES[cfg.data.name]).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ocfg = optim_config(cfg)
+    optimizer = build_optimizer(model, ocfg)
+    hooks = build_step_hooks(ocfg, model, optimizer)  # checks any reference run before data loads
+    data = build_data(cfg.data, device, cfg.seed, progress=cfg.train.progress)
+    scheduler = build_scheduler(optimizer, ocfg, len(data.train), cfg.train.epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision.autocast == "float16")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / runs.CONFIG).exists():
+        text = OmegaConf.to_yaml(OmegaConf.create(config))
+        runs.atomic_write_bytes(run_dir / runs.CONFIG, lambda p: Path(p).write_text(text))
+    runs.write_meta(run_dir, status="running", git_commit=_git_commit(), data_label=data.label,
+                    num_train=data.num_train, num_test=data.num_test, profile=cfg.get("profile_name"),
+                    seed=cfg.seed, device=str(device), torch=torch.__version__, name=cfg.name, run_tag=cfg.run_tag)
+    logger = RunLogger(run_dir, cfg.wandb, cfg.run_tag, cfg.name, config)
+    forward = torch.compile(model) if cfg.train.compile else model
+    return Run(cfg, model, forward, optimizer, scheduler, scaler, hooks, data, logger, device,
+               weights=scale_invariant_weights(model))
+
+
+def _git_commit() -> str:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _train_epoch(run: Run, epoch: int) -> dict | None:
+    """One epoch of SGD; returns the epoch row, or None when the loss stops being finite."""
+    cfg, model = run.cfg, run.model
+    model.train()
+    for hook in run.hooks:
+        hook.on_epoch_start(epoch)
+    steps = len(run.data.train)
+    probe = AngleProbe(run.weights)
+    total = torch.zeros(3, device=run.device)    # loss sum, correct, seen (kept on device: no sync)
+    window = torch.zeros(3, device=run.device)
+    start = time.perf_counter()
+    bar = tqdm(run.data.train.epoch(epoch), total=steps, desc=f"epoch {epoch}/{cfg.train.epochs}",
+               disable=not cfg.train.progress, leave=False, dynamic_ncols=True)
+    for i, (x, y) in enumerate(bar):
+        logged = (run.step + 1) % cfg.train.log_every == 0
+        lr = run.scheduled_lr()
+        with run.autocast():
+            out = run.forward(x)
+            loss = F.cross_entropy(out.float(), y)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        if cfg.train.grad_clip is not None:
+            run.scaler.unscale_(run.optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        for hook in run.hooks:
+            hook.before_step(i, steps)
+        if logged:
+            probe.before()
+            lrs = run.lrs()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        for hook in run.hooks:
+            hook.after_step()
+        run.scheduler.step()
+        run.step += 1
+        batch = torch.stack([loss.detach().float() * len(y), (out.argmax(1) == y).sum().float(),
+                             torch.tensor(float(len(y)), device=run.device)])
+        total += batch
+        window += batch
+        if logged:
+            angles = probe.after()
+            w_loss, w_correct, w_seen = window.tolist()
+            window.zero_()
+            if not math.isfinite(w_loss):
+                return None
+            row = {"step": run.step, "epoch": epoch, "lr": lr, "loss": w_loss / w_seen, "acc": 100 * w_correct / w_seen}
+            run.logger.log_step(run.step, row, layer_rows(run.weights, lrs, epoch, run.step, angles))
+            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.1f}",
+                            img_s=f"{total[2].item() / (time.perf_counter() - start):.0f}")
+    loss_sum, correct, seen = total.tolist()
+    if not math.isfinite(loss_sum):
+        return None
+    seconds = time.perf_counter() - start
+    return {"epoch": epoch, "step": run.step, "lr": run.scheduled_lr(), "train_loss": loss_sum / seen,
+            "train_acc": 100 * correct / seen, "seconds": seconds, "images_per_s": seen / seconds}
+
+
+@torch.no_grad()
+def _evaluate(run: Run) -> dict:
+    run.model.eval()
+    total = torch.zeros(3, device=run.device)
+    for x, y in run.data.test.epoch(0):
+        with run.autocast():
+            out = run.forward(x)
+        total += torch.stack([F.cross_entropy(out.float(), y, reduction="sum"), (out.argmax(1) == y).sum().float(),
+                              torch.tensor(float(len(y)), device=run.device)])
+    run.model.train()
+    loss_sum, correct, seen = total.tolist()
+    return {"test_loss": loss_sum / seen, "test_acc": 100 * correct / seen}
+
+
+def _state(run: Run, epoch: int) -> dict:
+    return {"epoch": epoch, "step": run.step, "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(), "rng": checkpoint.rng_state()}
+
+
+def _restore(run: Run, state: dict) -> int:
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    checkpoint.set_rng_state(state["rng"])
+    run.step = state["step"]
+    run.logger.resume_from(state["epoch"])
+    return state["epoch"]
+
+
+def _stop(run: Run, status: str, epoch: int) -> dict:
+    epochs = run.logger.rows["epochs"]
+    final = {"status": status, "epoch": epoch, **(epochs[-1] if epochs else {})}
+    if status == "diverged":
+        print(f"run diverged at epoch {epoch}, step {run.step} (loss not finite); "
+              f"marked diverged in {run.logger.run_dir / runs.META}", file=sys.stderr)
+    runs.write_meta(run.logger.run_dir, status=status, final=final)
+    run.logger.finish(final)
+    return final
