@@ -22,6 +22,15 @@ NORM_COUNTS = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models: intra-op threads only add contention on a shared machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -50,6 +59,20 @@ def test_output_shape_and_classifier(name, norm):
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == NORM_COUNTS[name]
     assert all((c.bias is not None) == (norm == "none") for c in convs)
+
+
+@pytest.mark.parametrize("norm", ("linf", "topk", "mean"))
+def test_other_norm_kinds_train_and_eval(norm):
+    # The last VGG layers see only batch x 1 x 1 values per channel: top-k needs k <= that.
+    options = {"k": 2} if norm == "topk" else None
+    model = build_model("vgg11", num_classes=10, norm=norm, norm_options=options, width=0.25)
+    out = model(torch.randn(2, 3, 32, 32))
+    out.sum().backward()
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    model.eval()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    norm_type = type(build_norm(norm, 4))
+    assert sum(type(m) is norm_type for m in model.modules()) == NORM_COUNTS["vgg11"]
 
 
 def test_vgg_features_end_at_1x1_and_backward():

@@ -62,25 +62,36 @@ def _train(model, c, lr_mult, wd_mult, momentum, batches):
 
 def _batches(size, n=STEPS, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(8, 3, size, size, generator=g, dtype=torch.float64),
-             torch.randint(0, 5, (8,), generator=g)) for _ in range(n)]
+    return [(torch.randn(6, 3, size, size, generator=g, dtype=torch.float64),
+             torch.randint(0, 5, (6,), generator=g)) for _ in range(n)]
+
+
+class Case:
+    """A network, its batches, and the unscaled reference runs (computed once per momentum)."""
+
+    def __init__(self, net, batches):
+        self.net, self.batches, self._ref = net, batches, {}
+
+    def reference(self, momentum):
+        if momentum not in self._ref:
+            self._ref[momentum] = _train(self.net, 1.0, 1.0, 1.0, momentum, self.batches)
+        return self._ref[momentum]
 
 
 @pytest.fixture(scope="module", params=["tiny", "vgg11"])
-def net_and_batches(request):
+def case(request):
     torch.manual_seed(0)
     if request.param == "tiny":
-        return TinyBNNet().double().train(), _batches(6)
-    return _vgg_tiny().double().train(), _batches(32, n=6)
+        return Case(TinyBNNet().double().train(), _batches(6))
+    return Case(_vgg_tiny().double().train(), _batches(32, n=5))
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("c", [0.5, 10.0])
-def test_scaled_invariant_weights_compute_the_same_function(net_and_batches, c, momentum):
-    net, batches = net_and_batches
-    assert scale_invariant_weights(net), "the test net must have scale-invariant weights"
-    ref_logits, ref_w = _train(net, 1.0, 1.0, 1.0, momentum, batches)
-    logits, w = _train(net, c, c * c, 1.0 / (c * c), momentum, batches)
+def test_scaled_invariant_weights_compute_the_same_function(case, c, momentum):
+    assert scale_invariant_weights(case.net), "the test net must have scale-invariant weights"
+    ref_logits, ref_w = case.reference(momentum)
+    logits, w = _train(case.net, c, c * c, 1.0 / (c * c), momentum, case.batches)
     for step, (a, b) in enumerate(zip(ref_logits, logits)):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-9, msg=lambda m: f"step {step}: {m}")
     # the weights themselves moved: the check is not vacuous
@@ -90,10 +101,9 @@ def test_scaled_invariant_weights_compute_the_same_function(net_and_batches, c, 
 
 
 @pytest.mark.parametrize("c", [0.5, 10.0])
-def test_without_the_lr_change_the_runs_diverge(net_and_batches, c):
+def test_without_the_lr_change_the_runs_diverge(case, c):
     """Negative control: scaling alone (same LR and WD) changes the effective step, so the logits differ."""
-    net, batches = net_and_batches
-    ref_logits, _ = _train(net, 1.0, 1.0, 1.0, 0.9, batches)
-    logits, _ = _train(net, c, 1.0, 1.0, 0.9, batches)
+    ref_logits, _ = case.reference(0.9)
+    logits, _ = _train(case.net, c, 1.0, 1.0, 0.9, case.batches)
     torch.testing.assert_close(logits[0], ref_logits[0], rtol=1e-6, atol=1e-9)  # same function at init
     assert (logits[-1] - ref_logits[-1]).abs().max() > 1e-3

@@ -52,39 +52,58 @@ def epoch_plan(n: int, seed: int, epoch: int, *, shuffle: bool, augment: bool, p
     return EpochPlan(order=order, dy=offs[0], dx=offs[1], flip=flip)
 
 
-def gather_crop_flip(
-    images_nhwc: torch.Tensor,
-    idx: torch.Tensor,
-    dy: torch.Tensor | None,
-    dx: torch.Tensor | None,
-    flip: torch.Tensor | None,
-    pad: int,
-) -> torch.Tensor:
-    """Select ``images_nhwc[idx]`` and apply crop-with-zero-padding + horizontal flip in one gather.
+class PixelStore:
+    """A uint8 N x H x W x C dataset kept for fast batched gathers of (cropped, flipped) images.
 
-    ``images_nhwc``: (M, H, W, C) uint8. Output (B, H, W, C). Output pixel (i, j) of sample b is
-    padded-image pixel (dy+i, dx+j) -- or (dy+i, dx+W-1-j) when flipped -- i.e. a crop of the
-    zero-padded image followed by a horizontal flip, exactly as RandomCrop(pad) + RandomHorizontalFlip.
+    With augmentation the images are stored zero-padded by ``pad`` and, for C <= 4 channels, with
+    each pixel packed into one int32 (channels padded to 4), so a whole batch -- selection, crop
+    and flip -- is a single ``index_select`` of B*H*W 4-byte pixels (about 5x faster on CPU than
+    advanced indexing of uint8; on CUDA it is one coalesced gather). CIFAR-10 train takes
+    50000*40*40*4 B = 320 MB this way; without augmentation the plain NHWC tensor is kept.
     """
-    if dy is None:
-        return images_nhwc[idx]
-    _, h, w, _ = images_nhwc.shape
-    dev = images_nhwc.device
-    ar_h = torch.arange(h, device=dev)
-    ar_w = torch.arange(w, device=dev)
-    rows = dy[:, None] - pad + ar_h  # (B, H) rows in the unpadded image
-    cols_fwd = ar_w.expand(len(idx), w)
-    cols = dx[:, None] - pad + torch.where(flip[:, None], w - 1 - cols_fwd, cols_fwd)  # (B, W)
-    valid = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
-    x = images_nhwc[idx[:, None, None], rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
-    return x * valid[..., None].to(x.dtype)
+
+    def __init__(self, images_nchw: torch.Tensor, device: torch.device, pad: int, augment: bool):
+        n, c, h, w = images_nchw.shape
+        self.n, self.c, self.h, self.w, self.pad, self.augment = n, c, h, w, pad, augment
+        nhwc = images_nchw.permute(0, 2, 3, 1)
+        if not augment:
+            self.data = nhwc.contiguous().to(device)
+            return
+        hp, wp = h + 2 * pad, w + 2 * pad
+        self.packed = c <= 4
+        cs = 4 if self.packed else c
+        padded = torch.zeros(n, hp, wp, cs, dtype=torch.uint8, device=device)
+        padded[:, pad : pad + h, pad : pad + w, :c] = nhwc.to(device)
+        self.data = padded.view(torch.int32).view(-1) if self.packed else padded.view(-1, c)
+        self.ar_h = torch.arange(h, device=device)
+        self.ar_w = torch.arange(w, device=device)
+
+    def gather(self, idx, dy=None, dx=None, flip=None) -> torch.Tensor:
+        """(B, H, W, C) uint8 (possibly a strided view): images ``idx`` cropped at (dy, dx) of the
+        zero-padded image and flipped horizontally where ``flip`` -- i.e. torchvision's
+        ``RandomCrop(size, padding=pad)`` followed by ``RandomHorizontalFlip``."""
+        if not self.augment:
+            return self.data[idx]
+        h, w = self.h, self.w
+        hp, wp = h + 2 * self.pad, w + 2 * self.pad
+        rows = dy[:, None] + self.ar_h  # (B, H) rows of the padded image
+        cols = dx[:, None] + torch.where(flip[:, None], w - 1 - self.ar_w, self.ar_w)  # (B, W)
+        flat = (idx[:, None, None] * hp + rows[:, :, None]) * wp + cols[:, None, :]  # (B, H, W)
+        out = self.data.index_select(0, flat.view(-1))
+        b = len(idx)
+        if self.packed:
+            return out.view(torch.uint8).view(b, h, w, 4)[..., : self.c]
+        return out.view(b, h, w, self.c)
 
 
 def normalize_nhwc(x_nhwc: torch.Tensor, mean255: torch.Tensor, inv_std255: torch.Tensor, dtype, channels_last: bool):
-    """uint8 (B, H, W, C) -> normalized float (B, C, H, W) (channels_last strides if requested)."""
-    x = (x_nhwc.to(dtype) - mean255) * inv_std255  # broadcast over C, stays NHWC-contiguous
-    x = x.permute(0, 3, 1, 2)  # a channels_last-strided NCHW view
-    return x if channels_last else x.contiguous()
+    """uint8 (B, H, W, C) -> float (B, C, H, W) = (x - 255*mean) * 1/(255*std), in one cast + 2 in-place ops.
+
+    ``mean255``/``inv_std255`` have shape (1, C, 1, 1). Output is NCHW-contiguous, or channels_last.
+    """
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = x_nhwc.permute(0, 3, 1, 2).to(dtype, memory_format=fmt)
+    return x.sub_(mean255).mul_(inv_std255)
 
 
 class DeviceLoader:
@@ -130,12 +149,12 @@ class DeviceLoader:
         self.channels_last = bool(channels_last)
         self.dtype = dtype
         self.num_samples = len(images)
-        # NHWC on the device: one gather per batch reads whole pixels (C contiguous bytes).
-        self.images = images.permute(0, 2, 3, 1).contiguous().to(self.device)
+        self.store = PixelStore(images, self.device, self.pad, self.augment)
+        self.images = images  # the uint8 N x C x H x W source as given (not copied); batches come from ``store``
         self.labels = labels.to(torch.int64).to(self.device)
         c = images.shape[1]
-        self.mean255 = torch.tensor([m * 255.0 for m in mean], dtype=dtype, device=self.device).view(1, 1, 1, c)
-        self.inv_std255 = torch.tensor([1.0 / (s * 255.0) for s in std], dtype=dtype, device=self.device).view(1, 1, 1, c)
+        self.mean255 = torch.tensor([m * 255.0 for m in mean], dtype=dtype, device=self.device).view(1, c, 1, 1)
+        self.inv_std255 = torch.tensor([1.0 / (s * 255.0) for s in std], dtype=dtype, device=self.device).view(1, c, 1, 1)
         self._iter_epoch = 0
 
     def __len__(self) -> int:
@@ -156,10 +175,10 @@ class DeviceLoader:
         for i in range(len(self)):
             sl = slice(i * bs, (i + 1) * bs)
             idx = order[sl]
-            x = gather_crop_flip(
-                self.images, idx, None if dy is None else dy[sl], None if dx is None else dx[sl],
-                None if flip is None else flip[sl], self.pad,
-            )
+            if dy is None:
+                x = self.store.gather(idx)
+            else:
+                x = self.store.gather(idx, dy[sl], dx[sl], flip[sl])
             yield normalize_nhwc(x, self.mean255, self.inv_std255, self.dtype, self.channels_last), self.labels[idx]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

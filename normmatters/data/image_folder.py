@@ -325,6 +325,8 @@ def _decode_chunk(args) -> tuple[np.ndarray | None, tuple[str, str] | None]:
                 im = im.convert("RGB")
                 arr = np.asarray(im)
         except Exception as e:  # noqa: BLE001 - any decoder failure means "corrupt image"
+            if type(e).__name__ == "UnidentifiedImageError":
+                return None, (name, "not a recognizable image file")
             return None, (name, f"{type(e).__name__}: {e}")
         if arr.shape[:2] != tuple(hw):
             return None, (name, f"image is {arr.shape[1]}x{arr.shape[0]}, expected {hw[1]}x{hw[0]}")
@@ -417,6 +419,24 @@ def cache_file_for(path: Path, cache_dir: Path, key: str) -> Path:
     return cache_dir / f"{stem}-{key}.pt"
 
 
+def cached_file(
+    path: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    *,
+    splits: dict[str, tuple[str, ...]] | None = None,
+    image_size: tuple[int, int] = (32, 32),
+) -> Path | None:
+    """The cache file that :func:`load_image_folder` would use for ``path``, if it exists."""
+    wanted = dict(splits or DEFAULT_SPLITS)
+    source = resolve_source(path)
+    if source.is_dir():
+        identity = _scan_dir(source, wanted, None, "the dataset", fingerprint=True).identity
+    else:
+        identity = _archive_identity(source)
+    f = cache_file_for(source, Path(os.path.expanduser(str(cache_dir))), _cache_key(identity, wanted, image_size))
+    return f if f.is_file() else None
+
+
 def atomic_torch_save(obj, dest: Path) -> None:
     """``torch.save`` to a temp file next to ``dest``, fsync, then ``os.replace``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -426,6 +446,9 @@ def atomic_torch_save(obj, dest: Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, dest)
     except BaseException:
         try:

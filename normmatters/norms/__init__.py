@@ -1,28 +1,20 @@
-"""Normalization layers of "Norm matters" (Lp batch norm, weight norm, BWN) and their registry."""
-from __future__ import annotations
+"""Normalization schemes of "Norm matters": Lp batch norm, weight norm / bounded weight norm.
 
-import torch.nn as nn
+    from normmatters.norms import build_norm, apply_weight_norm
+    bn = build_norm("l1", 64)                      # l2 | l1 | linf | topk | mean | none
+    model = apply_weight_norm(model, "bwn", exclude=("classifier",))
+"""
+from .constants import C_L1, DEFAULT_TOPK, NORM_KINDS, WEIGHT_NORM_KINDS, c_linf
+from .lp_batchnorm import LpBatchNorm, get_fused_default, set_fused_default
+from .registry import build_norm, is_norm_layer
+from .weight_norm import (BoundedWeightNorm, BoundedWeightNormGain, WeightNorm, apply_weight_norm,
+                          channel_norms, remove_weight_norm)
 
-# Temporary minimal registry; the full implementation lives in registry.py.
-KINDS = ("l2", "none")
+KINDS = NORM_KINDS
 
-
-def build_norm(kind: str, num_features: int, **options) -> nn.Module:
-    """Return a normalization module for `kind` over `num_features` channels."""
-    kind = str(kind).lower()
-    if kind == "l2":
-        options.pop("dim", None)
-        return nn.BatchNorm2d(num_features, **options)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"unknown norm kind {kind!r}; valid kinds: {', '.join(KINDS)}")
-
-
-def apply_weight_norm(model: nn.Module, kind: str = "none", **options) -> nn.Module:
-    """Apply weight normalization of `kind` to the conv/linear layers of `model` (in place)."""
-    if str(kind).lower() == "none":
-        return model
-    raise ValueError(f"unknown weight-norm kind {kind!r}; valid kinds: none")
-
-
-__all__ = ["build_norm", "apply_weight_norm", "KINDS"]
+__all__ = [
+    "build_norm", "apply_weight_norm", "remove_weight_norm", "is_norm_layer", "LpBatchNorm",
+    "WeightNorm", "BoundedWeightNorm", "BoundedWeightNormGain", "channel_norms",
+    "set_fused_default", "get_fused_default", "NORM_KINDS", "WEIGHT_NORM_KINDS", "KINDS",
+    "C_L1", "c_linf", "DEFAULT_TOPK",
+]

@@ -171,6 +171,7 @@ def _train_epoch(run: Run, epoch: int) -> dict | None:
     probe = AngleProbe(run.weights)
     total = torch.zeros(3, device=run.device)    # loss sum, correct, seen (kept on device: no sync)
     window = torch.zeros(3, device=run.device)
+    epoch_lr = run.scheduled_lr()
     start = time.perf_counter()
     bar = tqdm(run.data.train.epoch(epoch), total=steps, desc=f"epoch {epoch}/{cfg.train.epochs}",
                disable=not cfg.train.progress, leave=False, dynamic_ncols=True)
@@ -214,7 +215,7 @@ def _train_epoch(run: Run, epoch: int) -> dict | None:
     if not math.isfinite(loss_sum):
         return None
     seconds = time.perf_counter() - start
-    return {"epoch": epoch, "step": run.step, "lr": run.scheduled_lr(), "train_loss": loss_sum / seen,
+    return {"epoch": epoch, "step": run.step, "lr": epoch_lr, "train_loss": loss_sum / seen,
             "train_acc": 100 * correct / seen, "seconds": seconds, "images_per_s": seen / seconds}
 
 

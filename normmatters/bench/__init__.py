@@ -1,0 +1,1 @@
+"""Micro-benchmarks (not tests): ``python -m normmatters.bench.norms``."""

@@ -1,0 +1,137 @@
+"""Forward+backward time and saved-tensor memory of each norm kind against nn.BatchNorm2d.
+
+    python -m normmatters.bench.norms [--quick] [--device cpu|cuda|all] [--kinds l1 linf ...]
+
+For every shape and layout (NCHW, channels_last) each kind runs in eager mode (the plain composite
+differentiated by autograd) and fused mode (the custom autograd path), timed against native
+nn.BatchNorm2d on the same input in the same process. Timings are interleaved (native, kind,
+native, kind, ...) and the reported ratio is the median of the per-pair ratios, which is robust
+to the slow drifts of a shared machine. Each timed step is y = norm(x); autograd.grad(y, (x,
+weight, bias), dy). "saved" is the bytes autograd keeps for backward (distinct storages seen by
+saved_tensors_hooks), relative to native BN.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+from normmatters.norms import build_norm
+
+SHAPES = ((128, 16, 32, 32), (128, 64, 16, 16), (256, 256, 8, 8))
+LAYOUTS = ("nchw", "channels_last")
+KINDS = ("l1", "linf", "topk", "mean")
+# CPU targets of the fused path (kind time / native BN time).
+TARGETS = {"l1": 0.8, "linf": 1.2, "topk": 1.2}
+
+
+def _step(module: nn.Module, x: torch.Tensor, dy: torch.Tensor) -> None:
+    y = module(x)
+    inputs = [x] + [p for p in module.parameters() if p.requires_grad]
+    torch.autograd.grad(y, inputs, dy)
+
+
+def _timer(device: str):
+    if device == "cuda":
+        def run(fn):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / 1e3
+    else:
+        def run(fn):
+            t0 = time.perf_counter()
+            fn()
+            return time.perf_counter() - t0
+    return run
+
+
+def saved_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd saves for backward in one forward."""
+    seen = {}
+
+    def pack(t):
+        if t.device.type != "meta" and t.numel():
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return sum(seen.values())
+
+
+def measure(kind: str, fused: bool, shape, layout: str, device: str, repeats: int, warmup: int):
+    """Returns (median kind seconds, median native seconds, median paired ratio, saved ratio)."""
+    torch.manual_seed(0)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = torch.randn(shape, device=device).contiguous(memory_format=fmt).requires_grad_(True)
+    dy = torch.randn_like(x)
+    native = nn.BatchNorm2d(shape[1]).to(device)
+    options = {"fused": fused} if kind != "l2" else {}
+    module = build_norm(kind, shape[1], **options).to(device)
+    run = _timer(device)
+    for _ in range(warmup):
+        _step(native, x, dy)
+        _step(module, x, dy)
+    t_native, t_kind = [], []
+    for _ in range(repeats):
+        t_native.append(run(lambda: _step(native, x, dy)))
+        t_kind.append(run(lambda: _step(module, x, dy)))
+    ratios = [a / b for a, b in zip(t_kind, t_native)]
+    mem = saved_bytes(module, x) / max(saved_bytes(native, x), 1)
+    return statistics.median(t_kind), statistics.median(t_native), statistics.median(ratios), mem
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats (about 1 minute on 2 cores)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed pairs per cell (default 30, quick 9)")
+    ap.add_argument("--device", default="all", choices=("cpu", "cuda", "all"))
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS))
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the CPU runs")
+    args = ap.parse_args(argv)
+    repeats = args.repeats or (9 if args.quick else 30)
+    warmup = 2 if args.quick else 5
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = ["cpu"] if args.device == "cpu" else ["cuda"] if args.device == "cuda" else ["cpu"]
+    if args.device == "all" and torch.cuda.is_available():
+        devices.append("cuda")
+    if "cuda" in devices and not torch.cuda.is_available():
+        raise SystemExit("--device cuda requested but CUDA is not available")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, repeats={repeats}"
+          + (f", GPU: {torch.cuda.get_device_name()}" if "cuda" in devices else ", no GPU"))
+    cols = "".join(f" | {d} ms | {d} ×BN" for d in devices)
+    print(f"| shape | layout | kind | mode{cols} | saved ×BN | CPU target |")
+    print("|" + "---|" * (5 + 2 * len(devices) + 1))
+    verdicts = {}
+    for shape in SHAPES:
+        for layout in LAYOUTS:
+            for kind in args.kinds:
+                for fused in (False, True):
+                    row, mem = [], None
+                    for device in devices:
+                        t_kind, _, ratio, mem = measure(kind, fused, shape, layout, device, repeats, warmup)
+                        row.append(f" | {t_kind * 1e3:.2f} | {ratio:.2f}")
+                        if device == "cpu" and fused and kind in TARGETS:
+                            verdicts.setdefault(kind, []).append(ratio <= TARGETS[kind])
+                    target = ""
+                    if fused and kind in TARGETS and "cpu" in devices:
+                        ok = verdicts[kind][-1]
+                        target = f"≤ {TARGETS[kind]}: {'met' if ok else 'NOT met'}"
+                    mode = "fused" if fused else "eager"
+                    print(f"| {tuple(shape)} | {layout} | {kind} | {mode}{''.join(row)} | {mem:.2f} | {target} |",
+                          flush=True)
+    for kind, oks in verdicts.items():
+        print(f"fused {kind}: CPU target ≤ {TARGETS[kind]}× native BN met in {sum(oks)}/{len(oks)} configurations")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Fused training path of the Lp batch norms: custom autograd Functions that save only the input.
+
+Differentiating the plain composite (x − μ, |·|, mean, ÷, affine) through autograd keeps several
+full-size intermediates alive until backward and allocates a new full-size tensor per op. Here
+forward allocates one full-size tensor (the output, used as scratch first) and saves just the
+input plus per-channel statistics; backward allocates one (the input gradient) and writes every
+step in place. The gradients are the analytic ones of PAPER.md §3; with x̂ = (x − μ)/(s + ε),
+g = γ·dy, S = Σ g·x̂ and s = C·stat:
+
+    dx = (g − mean(g))/(s + ε) − S/(s + ε) · ds/dx,
+    L1:    ds/dx_i = (C/n)·(sign(x_i − μ) − mean(sign(x − μ)))
+    top-k: ds/dx_i = (C/k)·(sign(x_i − μ)·[i ∈ top-k] − Σ_{j ∈ top-k} sign(x_j − μ)/n)
+
+L∞ is top-k with k = 1. At exact ties of the largest |x − μ| this path routes the gradient to
+one of the tied elements (like torch.topk), where autograd through ``amax`` would split it; for
+real-valued data ties have probability zero. Backward is not itself differentiable (use
+``fused=False`` for double backward).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+
+def canonical_view(x: Tensor):
+    """View x as (N, C, L) (channels-first) or (M, C) (channels-last) without copying if possible.
+
+    Returns (view, restore) where restore(y_view) gives y in x's shape and memory layout.
+    """
+    C = x.shape[1]
+    if x.dim() == 2:
+        return x, lambda y: y
+    if not x.is_contiguous():
+        xl = x.movedim(1, -1)
+        if xl.is_contiguous():  # channels_last (any rank): reduce over rows of an (M, C) matrix
+            shape = xl.shape
+            return xl.reshape(-1, C), lambda y: y.view(shape).movedim(-1, 1)
+        x = x.contiguous()
+    shape = x.shape
+    return x.view(shape[0], C, -1), lambda y: y.view(shape)
+
+
+def _red(xv: Tensor):
+    return ((0,), (1, -1)) if xv.dim() == 2 else ((0, 2), (1, -1, 1))
+
+
+def _topk_per_channel(a: Tensor, k: int):
+    """Top-k of each channel of a non-negative canonical tensor `a`; returns values and flat
+    indices (C, k). Two stages (rows, then the rows' winners) avoid a transposed copy of `a`."""
+    if a.dim() == 2:  # (M, C)
+        vals, idx = a.topk(k, dim=0)  # (k, C)
+        C = a.shape[1]
+        flat = idx * C + torch.arange(C, device=a.device)
+        return vals.t(), flat.t()
+    N, C, L = a.shape
+    k1 = min(k, L)
+    v1, i1 = a.topk(k1, dim=2)  # (N, C, k1): every channel's top-k lies among these
+    v2, i2 = v1.permute(1, 0, 2).reshape(C, N * k1).topk(k, dim=1)  # (C, k)
+    n_idx = torch.div(i2, k1, rounding_mode="floor")
+    c_idx = torch.arange(C, device=a.device).unsqueeze(1)
+    l_idx = i1.permute(1, 0, 2).reshape(C, N * k1).gather(1, i2)
+    return v2, (n_idx * C + c_idx) * L + l_idx
+
+
+def _affine(inv: Tensor, mu: Tensor, weight, bias):
+    scale = inv if weight is None else inv * weight.view(inv.shape)
+    shift = -mu * scale
+    if bias is not None:
+        shift = shift + bias.view(inv.shape)
+    return scale, shift
+
+
+class LpNormFunction(torch.autograd.Function):
+    """Training-mode L1 / top-k / L∞ batch norm on a canonical view; returns (y, mean, scale)."""
+
+    @staticmethod
+    def forward(ctx, xv, weight, bias, kind: str, eps: float, constant: float, k: int):
+        red, bshape = _red(xv)
+        C = xv.shape[1]
+        n = xv.numel() // C
+        mu = xv.mean(red, keepdim=True)
+        y = torch.sub(xv, mu).abs_()  # |x − μ|, the output buffer used as scratch
+        if kind == "l1":
+            s = y.mean(red, keepdim=True).mul_(constant)
+            idx = sgn = None
+        else:
+            vals, idx = _topk_per_channel(y, k)
+            s = vals.mean(1).mul_(constant).view(bshape)
+            sgn = torch.sign(xv.reshape(-1)[idx] - mu.view(C, 1))  # (C, k)
+        inv = (s + eps).reciprocal_()
+        scale, shift = _affine(inv, mu, weight, bias)
+        torch.addcmul(shift, xv, scale, out=y)
+        ctx.save_for_backward(xv, mu, inv, weight, idx, sgn)
+        ctx.kind, ctx.constant, ctx.k, ctx.n = kind, constant, k, n
+        mu_out, s_out = mu.reshape(-1).clone(), s.reshape(-1).clone()
+        ctx.mark_non_differentiable(mu_out, s_out)
+        return y, mu_out, s_out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, _dmu, _ds):
+        xv, mu, inv, weight, idx, sgn = ctx.saved_tensors
+        red, bshape = _red(xv)
+        n, c = ctx.n, ctx.constant
+        sdy = dy.sum(red, keepdim=True)
+        dx = torch.sub(xv, mu)
+        sdyd = dx.mul_(dy).sum(red, keepdim=True)  # Σ dy·(x − μ)
+        a = inv if weight is None else inv * weight.view(bshape)  # ∂y/∂x̂ / (s + ε)
+        t = -(a * sdyd) * inv  # −S/(s + ε), S = Σ γ·dy·x̂
+        if ctx.kind == "l1":
+            torch.sub(xv, mu, out=dx).sign_()
+            msign = dx.mean(red, keepdim=True)
+            b = t * (c / n)
+            d = -a * sdy / n - b * msign
+            torch.addcmul(d, dx, b, out=dx).addcmul_(dy, a)
+        else:
+            coef = (t * (c / ctx.k)).view(-1, 1) * sgn  # sparse part at the top-k, (C, k)
+            d = -a * sdy / n - coef.sum(1).view(bshape) / n
+            torch.addcmul(d, dy, a, out=dx)
+            dx.view(-1).index_add_(0, idx.reshape(-1), coef.reshape(-1))
+        gw = (sdyd * inv).view(-1) if weight is not None and ctx.needs_input_grad[1] else None
+        gb = sdy.view(-1) if ctx.needs_input_grad[2] else None
+        return dx, gw, gb, None, None, None, None
+
+
+def fused_lp_batch_norm(x: Tensor, weight, bias, kind: str, eps: float, constant: float, k: int):
+    """Batch-statistics L1/top-k/L∞ norm of x (channel dim 1); returns (y, mean, scale) with
+    y in x's shape and layout, mean and scale per channel (scale excludes eps)."""
+    xv, restore = canonical_view(x)
+    y, mu, s = LpNormFunction.apply(xv, weight, bias, kind, eps, constant, k)
+    return restore(y), mu, s

@@ -1,0 +1,238 @@
+"""Lp batch normalization (PAPER.md §3): L2, L1, L∞, top-k and mean-only, one class for any rank.
+
+All kinds normalise per channel (dim 1) over every other dimension, n elements per channel, with
+μ the channel mean:
+
+    l2:   x̂ = (x − μ) / √(var + ε)                    var = mean((x − μ)²)
+    l1:   x̂ = (x − μ) / (C_L1 · mean|x − μ| + ε)       C_L1 = √(π/2)
+    linf: x̂ = (x − μ) / (C_L∞(n) · max|x − μ| + ε)     C_L∞(n) = ½(1 + √(π ln 4)) / √(2 ln n)
+    topk: x̂ = (x − μ) / (C_L∞(n) · mean of the k largest |x − μ| + ε)
+    y = γ·x̂ + β                                         (affine)
+    mean: y = x − μ + β                                 (mean-only BN, used with weight norm)
+
+Running statistics follow PyTorch's convention, running ← (1 − m)·running + m·batch_stat
+(``momentum=None``: cumulative average), and are used in eval mode. ``l2`` keeps running_mean and
+the unbiased running_var exactly like ``nn.BatchNorm2d`` (same state_dict keys). The Lp kinds keep
+``running_scale``, the normalising denominator C·stat itself (without ε). Note: the authors' code
+used the reverse momentum convention (running ← m·running + (1 − m)·stat) and stored the inverse
+scale; a checkpoint of theirs needs momentum 1 − m and 1/scale to be loaded here.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .constants import C_L1, DEFAULT_TOPK, NORM_KINDS, SCALE_KINDS, c_linf, check_kind
+from .fused import fused_lp_batch_norm
+from .precision import channel_mean, channel_rows, check_accum_mode, is_narrow, narrow_mean_rows, resolve_dtype
+
+_FUSED_DEFAULT = True
+
+
+def set_fused_default(enabled: bool) -> None:
+    """Global default for layers built with ``fused=None`` (read at every forward)."""
+    global _FUSED_DEFAULT
+    _FUSED_DEFAULT = bool(enabled)
+
+
+def get_fused_default() -> bool:
+    return _FUSED_DEFAULT
+
+
+class LpBatchNorm(nn.Module):
+    """Batch norm with an L2/L1/L∞/top-k scale, or mean-only, over inputs (N, C, *) of rank ≥ 2.
+
+    Args mirror ``nn.BatchNorm2d`` (num_features, eps, momentum, affine, track_running_stats) plus:
+        kind: "l2" | "l1" | "linf" | "topk" | "mean".
+        k: number of largest deviations averaged by "topk" (1 ≤ k ≤ n; default 10).
+        constant: replaces C_L1 ("l1") or C_L∞(n) ("linf", "topk"); must be > 0 (C_L1 ablation).
+        stats_dtype: dtype of the normalisation arithmetic (default: the input's dtype, float32
+            for float16/bfloat16 inputs). See ``precision.py``.
+        accum_dtype: dtype of the per-channel reductions' partial results (default: stats_dtype,
+            at least float32). float16/bfloat16 are emulated honestly, see ``precision.py``.
+        accum_mode: "pairwise_mean" or "pairwise_sum", only used by a narrow accum_dtype.
+        fused: use the fused autograd path for l1/linf/topk in eager training (None: the global
+            default, see ``set_fused_default``). Under torch.compile the plain path is traced.
+    """
+
+    def __init__(self, num_features: int, kind: str = "l1", eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, *, k: int = DEFAULT_TOPK,
+                 constant: float | None = None, stats_dtype=None, accum_dtype=None,
+                 accum_mode: str = "pairwise_mean", fused: bool | None = None, device=None, dtype=None):
+        super().__init__()
+        kind = check_kind(kind, NORM_KINDS[:-1])
+        if not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"num_features={num_features!r} must be a positive int")
+        if not eps >= 0:
+            raise ValueError(f"eps={eps!r} must be >= 0")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum={momentum!r} must be in [0, 1] or None (cumulative average)")
+        if kind == "topk" and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ValueError(f"k={k!r} is invalid for topk; valid: an int with 1 <= k <= n (elements per channel)")
+        if constant is not None:
+            if kind not in SCALE_KINDS:
+                raise ValueError(f"constant={constant!r} applies only to kinds {', '.join(SCALE_KINDS)}, not {kind!r}")
+            if not (isinstance(constant, (int, float)) and math.isfinite(constant) and constant > 0):
+                raise ValueError(f"constant={constant!r} is invalid; valid: a finite number > 0 (default C_L1 = √(π/2) or C_Linf(n))")
+        self.num_features, self.kind, self.eps, self.momentum = num_features, kind, float(eps), momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.k = int(k) if kind == "topk" else None
+        self.constant = None if constant is None else float(constant)
+        self.stats_dtype = resolve_dtype(stats_dtype, "stats_dtype")
+        self.accum_dtype = resolve_dtype(accum_dtype, "accum_dtype")
+        self.accum_mode = check_accum_mode(accum_mode)
+        self.fused = fused
+        fk = {"device": device, "dtype": dtype}
+        has_weight = affine and kind != "mean"
+        self.weight = nn.Parameter(torch.empty(num_features, **fk)) if has_weight else None
+        self.bias = nn.Parameter(torch.empty(num_features, **fk)) if affine else None
+        stat_name = "running_var" if kind == "l2" else "running_scale" if kind in SCALE_KINDS else None
+        self._stat_name = stat_name
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **fk))
+            if stat_name:
+                self.register_buffer(stat_name, torch.ones(num_features, **fk))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            if stat_name:
+                self.register_buffer(stat_name, None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    # ----------------------------------------------------------------- setup helpers
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            if self._stat_name:
+                getattr(self, self._stat_name).fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def extra_repr(self) -> str:
+        s = (f"{self.num_features}, kind={self.kind}, eps={self.eps}, momentum={self.momentum}, "
+             f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+        if self.k is not None:
+            s += f", k={self.k}"
+        if self.constant is not None:
+            s += f", constant={self.constant:.6g}"
+        for name in ("stats_dtype", "accum_dtype"):
+            if getattr(self, name) is not None:
+                s += f", {name}={str(getattr(self, name)).replace('torch.', '')}"
+        return s + ("" if self.fused is None else f", fused={self.fused}")
+
+    def _dtypes(self, x: Tensor):
+        sdt = self.stats_dtype or (torch.float32 if is_narrow(x.dtype) else x.dtype)
+        acc = self.accum_dtype or (torch.float32 if is_narrow(sdt) else sdt)
+        return sdt, acc
+
+    def _constant(self, n: int) -> float:
+        if self.constant is not None:
+            return self.constant
+        return C_L1 if self.kind == "l1" else c_linf(n)
+
+    def _check_input(self, x: Tensor) -> int:
+        if x.dim() < 2 or x.shape[1] != self.num_features:
+            raise ValueError(f"{self.kind} batch norm expects input (N, {self.num_features}, ...) with "
+                             f"{self.num_features} channels in dim 1, got shape {tuple(x.shape)}")
+        return x.numel() // self.num_features
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x: Tensor) -> Tensor:
+        n = self._check_input(x)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked)
+        use_batch = self.training or self.running_mean is None
+        sdt, acc = self._dtypes(x)
+        if self.kind == "l2" and sdt == x.dtype and acc == sdt:  # exactly nn.BatchNorm's computation
+            update = not self.training or self.track_running_stats
+            return F.batch_norm(x, self.running_mean if update else None, self.running_var if update else None,
+                                self.weight, self.bias, use_batch, factor, self.eps)
+        if not use_batch:
+            return self._eval_forward(x, sdt)
+        if use_batch and n < 2 and self.kind != "mean":
+            raise ValueError(f"{self.kind} batch norm needs more than 1 value per channel in training, "
+                             f"got input shape {tuple(x.shape)}")
+        if self.kind == "topk" and self.k > n:
+            raise ValueError(f"k={self.k} is invalid for this batch: topk needs 1 <= k <= n={n} elements per channel")
+        fused = _FUSED_DEFAULT if self.fused is None else self.fused
+        if (fused and self.kind in SCALE_KINDS and sdt == x.dtype and acc == sdt
+                and not torch.compiler.is_compiling()):
+            k = self.k if self.kind == "topk" else 1  # L∞ = top-1
+            y, mu, stat = fused_lp_batch_norm(x, self.weight, self.bias, self.kind, self.eps, self._constant(n), k)
+        else:
+            y, mu, stat = self._batch_forward(x, n, sdt, acc)
+        if self.training and self.track_running_stats:
+            self._update_running(mu, stat, n, factor)
+        return y
+
+    def _batch_forward(self, x: Tensor, n: int, sdt, acc):
+        """The equations of the module docstring, written out (also the torch.compile path)."""
+        red = (0,) + tuple(range(2, x.dim()))
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        xs = x.to(sdt)
+        mu = channel_mean(xs, red, acc, self.accum_mode)
+        d = xs - mu
+        stat = None
+        if self.kind == "mean":
+            y = d if self.bias is None else d + self.bias.to(sdt).view(shape)
+            return y.to(x.dtype), mu.view(-1), stat
+        if self.kind == "l2":
+            stat = channel_mean(d * d, red, acc, self.accum_mode)  # biased batch variance
+            y = d * torch.rsqrt(stat + self.eps)
+        else:
+            a = d.abs()
+            if self.kind == "l1":
+                stat = channel_mean(a, red, acc, self.accum_mode)
+            elif self.kind == "linf":
+                stat = a.amax(red, keepdim=True)
+            else:
+                top = channel_rows(a).topk(self.k, dim=1).values
+                top = narrow_mean_rows(top, acc, self.accum_mode) if is_narrow(acc) else top.mean(1, dtype=acc)
+                stat = top.to(sdt).view(shape)
+            stat = stat * self._constant(n)
+            y = d / (stat + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.to(sdt).view(shape)
+        if self.bias is not None:
+            y = y + self.bias.to(sdt).view(shape)
+        return y.to(x.dtype), mu.view(-1), stat.view(-1)
+
+    def _eval_forward(self, x: Tensor, sdt) -> Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        mean = self.running_mean
+        if self.kind == "mean":
+            shift = -mean if self.bias is None else self.bias - mean
+            return (x.to(sdt) + shift.to(sdt).view(shape)).to(x.dtype)
+        if self.kind == "l2":
+            inv = torch.rsqrt(self.running_var + self.eps)
+        else:
+            inv = 1.0 / (self.running_scale + self.eps)
+        scale = inv if self.weight is None else inv * self.weight
+        shift = -mean * scale if self.bias is None else self.bias - mean * scale
+        y = torch.addcmul(shift.to(sdt).view(shape), x.to(sdt), scale.to(sdt).view(shape))
+        return y.to(x.dtype)
+
+    @torch.no_grad()
+    def _update_running(self, mu: Tensor, stat, n: int, factor: float) -> None:
+        self.running_mean.mul_(1.0 - factor).add_(mu.detach().to(self.running_mean.dtype), alpha=factor)
+        if stat is None:
+            return
+        stat = stat.detach().to(self.running_mean.dtype)
+        if self.kind == "l2":
+            self.running_var.mul_(1.0 - factor).add_(stat * (n / (n - 1)), alpha=factor)
+        else:
+            self.running_scale.mul_(1.0 - factor).add_(stat, alpha=factor)

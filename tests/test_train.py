@@ -1,0 +1,214 @@
+"""The training system end to end: real Hydra, real runs of scripts/train.py, real files, wandb offline."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import CONFIGS, REPO
+from normmatters import runs
+from normmatters.cli import run_or_exit
+from normmatters.train import train
+
+GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir())
+
+
+def tiny(data: Path, out: Path, *extra: str) -> list[str]:
+    return [f"data.path={data}", f"out_root={out}", f"data.cache_dir={out}/cache", "profile=smoke",
+            "model=resnet20", "data.batch_size=32", "data.test_batch_size=64", "train.progress=false", *extra]
+
+
+def run_script(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONHASHSEED": "0"}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600, **kwargs)
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_config_of_every_group_composes(compose, group):
+    options = sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+    assert options, f"configs/{group} is empty"
+    for option in options:
+        cfg = compose([f"{group}={option}"])
+        assert cfg.run_dir.startswith(cfg.out_root)
+        assert cfg.model.name and cfg.norm.kind and cfg.data.name
+
+
+def test_profiles_change_scale(compose):
+    paper, cpu = compose(["profile=paper"]), compose(["profile=cpu"])
+    assert (paper.model.width, paper.data.train_subset, paper.train.epochs) == (1.0, None, 80)
+    assert (cpu.model.width, cpu.data.train_subset, cpu.train.epochs) == (0.25, 20000, 30)
+    assert list(cpu.optim.milestones) == [7, 15, 22]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_cifar, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    proc = run_script(tiny(tiny_cifar, out, "train.epochs=3", "name=e2e"))
+    assert proc.returncode == 0, proc.stderr
+    run_dirs = list((out / "e2e").iterdir())
+    assert len(run_dirs) == 1
+    return run_dirs[0], proc
+
+
+def test_end_to_end_run_writes_tables(finished_run):
+    run_dir, proc = finished_run
+    assert "epoch 3/3" in proc.stderr
+    epochs = runs.read_table(run_dir, "epochs")
+    assert list(epochs["epoch"]) == [1, 2, 3]
+    assert {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_s"} <= set(epochs.columns)
+    assert epochs["test_acc"].between(0, 100).all() and (epochs["train_loss"] > 0).all()
+    assert epochs["lr"].iloc[0] == pytest.approx(0.1) and epochs["lr"].iloc[-1] == pytest.approx(0.01)
+    layers = runs.read_table(run_dir, "layers")
+    assert {"param", "norm", "channel_norm_mean", "eff_step", "angle", "lr"} <= set(layers.columns)
+    assert (layers["norm"] > 0).all() and (layers["eff_step"] > 0).all() and (layers["angle"] > 0).all()
+    assert not layers["param"].str.startswith("classifier").any()
+    channels = runs.read_table(run_dir, "channels")
+    assert sorted(channels["epoch"].unique()) == [0, 1, 2, 3]
+    assert (channels["norm"] > 0).all()
+    norms = runs.channel_norms(run_dir)
+    assert set(norms[0]) == set(layers["param"])
+    steps = runs.read_table(run_dir, "steps")
+    assert {"loss", "acc", "lr"} <= set(steps.columns) and len(steps) > 0
+
+
+def test_run_records_provenance_and_wandb_offline(finished_run):
+    run_dir, _ = finished_run
+    meta = runs.read_meta(run_dir)
+    assert meta["status"] == "finished" and meta["seed"] == 0 and meta["profile"] == "smoke"
+    assert meta["num_train"] == 240 and meta["num_test"] == 80 and meta["data_label"]
+    assert meta["git_commit"] and meta["final"]["epoch"] == 3
+    assert (run_dir / "config.yaml").read_text().count("resnet20") >= 1
+    wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 1 and meta["wandb_id"] in wandb_runs[0].name
+    assert list(wandb_runs[0].glob("*.wandb"))
+
+
+def test_finished_run_is_not_rerun(finished_run, tiny_cifar):
+    run_dir, _ = finished_run
+    before = (run_dir / "epochs.parquet").stat().st_mtime_ns
+    out = run_dir.parents[1]
+    proc = run_script(tiny(tiny_cifar, out, "train.epochs=3", "name=e2e"))
+    assert proc.returncode == 0 and "already finished" in proc.stderr
+    assert (run_dir / "epochs.parquet").stat().st_mtime_ns == before
+
+
+def test_killed_run_resumes_to_identical_metrics(finished_run, tiny_cifar, tmp_path):
+    reference, _ = finished_run
+    args = tiny(tiny_cifar, tmp_path, "train.epochs=3", "name=e2e")
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = tmp_path / "e2e" / reference.name
+    deadline = time.time() + 300
+    while not (run_dir / runs.CHECKPOINT).exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # somewhere in epoch 2
+    proc.wait()
+    assert runs.status(run_dir) == "running", "the run finished before it could be killed"
+    resumed = run_script(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    pd.testing.assert_frame_equal(
+        runs.read_table(run_dir, "epochs").drop(columns=["seconds", "images_per_s"]),
+        runs.read_table(reference, "epochs").drop(columns=["seconds", "images_per_s"]))
+    pd.testing.assert_frame_equal(runs.read_table(run_dir, "channels"), runs.read_table(reference, "channels"))
+
+
+def test_same_seed_is_bit_identical_in_process(tiny_cifar, tmp_path, compose):
+    finals = []
+    for sub in ("a", "b"):
+        cfg = compose(tiny(tiny_cifar, tmp_path / sub, "train.epochs=1", "wandb.mode=disabled",
+                           "model=vgg11", "norm=l1"))
+        finals.append(train(cfg))
+    for key in ("train_loss", "test_loss", "test_acc"):
+        assert finals[0][key] == finals[1][key]
+
+
+def test_other_config_in_same_run_dir_is_refused(finished_run, tiny_cifar, compose):
+    run_dir, _ = finished_run
+    cfg = compose(tiny(tiny_cifar, run_dir.parents[1], "train.epochs=3", "name=e2e", f"run_tag={run_dir.name}",
+                       "optim.momentum=0.5"))
+    with pytest.raises(ValueError, match="another config .*optim.momentum"):
+        train(cfg)
+
+
+def test_diverged_run_is_marked_not_crashed(tiny_cifar, tmp_path, compose):
+    cfg = compose(tiny(tiny_cifar, tmp_path, "optim.lr=1e30", "wandb.mode=disabled", "train.epochs=2"))
+    final = train(cfg)
+    assert final["status"] == "diverged"
+    assert runs.status(cfg.run_dir) == "diverged"
+    assert train(cfg)["status"] == "diverged"  # and it is not re-run
+
+
+BAD_OVERRIDES = [
+    (["model.name=resnet7"], "model.name='resnet7'"),
+    (["norm.kind=l3"], "l3"),
+    (["data.name=mnist"], "data.name='mnist'"),
+    (["optim.lr=0"], "optim.lr=0"),
+    (["optim.lr=-0.1"], "optim.lr=-0.1"),
+    (["data.batch_size=0"], "data.batch_size=0"),
+    (["data.path=/nonexistent/cifar"], "/nonexistent/cifar"),
+    (["optim.control=lr_correction"], "optim.reference"),
+]
+
+
+@pytest.mark.parametrize("overrides,needle", BAD_OVERRIDES)
+def test_bad_input_is_one_clear_line(tiny_cifar, tmp_path, compose, capsys, overrides, needle):
+    cfg = compose([*tiny(tiny_cifar, tmp_path / "out"), "wandb.mode=disabled", *overrides])
+    with pytest.raises(SystemExit) as exit_info:
+        run_or_exit(train, cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and needle in err and "\n" not in err
+    assert not (tmp_path / "out" / "train").exists()  # nothing half-written
+
+
+def test_unwritable_output_dir(tiny_cifar, tmp_path, compose, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cfg = compose([*tiny(tiny_cifar, blocker / "out"), "wandb.mode=disabled"])
+    with pytest.raises(SystemExit):
+        run_or_exit(train, cfg)
+    assert "not writable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("problem", ["empty", "corrupt"])
+def test_bad_data_root(tmp_path, compose, capsys, problem):
+    from conftest import make_image_folder
+
+    root = make_image_folder(tmp_path / "data", train_per_class=2, test_per_class=1)
+    if problem == "empty":
+        for f in root.rglob("*.png"):
+            f.unlink()
+    else:
+        (root / "train" / "cat" / "0001.png").write_bytes(b"not an image")
+    cfg = compose([*tiny(root, tmp_path / "out"), "wandb.mode=disabled"])
+    with pytest.raises(SystemExit):
+        run_or_exit(train, cfg)
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    if problem == "corrupt":
+        assert "0001.png" in err
+    assert not (tmp_path / "out" / "train").exists()
+
+
+def test_unknown_group_option_fails_in_script(tmp_path):
+    proc = run_script(["model=resnet7", f"out_root={tmp_path}"])
+    assert proc.returncode != 0
+    assert "resnet7" in proc.stderr and "Available options" in proc.stderr
+
+
+def test_multirun_sweep_with_basic_launcher(tiny_cifar, tmp_path):
+    proc = run_script(["-m", *tiny(tiny_cifar, tmp_path, "train.epochs=1", "name=sweep"), "norm=l2,l1"])
+    assert proc.returncode == 0, proc.stderr
+    run_dirs = sorted(p.name for p in (tmp_path / "sweep").iterdir())
+    assert len(run_dirs) == 2 and any("_l1_" in d for d in run_dirs) and any("_l2_" in d for d in run_dirs)
+    for d in run_dirs:
+        assert runs.status(tmp_path / "sweep" / d) == "finished"
