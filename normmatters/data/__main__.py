@@ -28,9 +28,12 @@ def main(argv=None) -> None:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--epochs", type=int, default=0, help="also time this many training epochs of the loader")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave the default)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     cfg = {
         "name": args.name, "path": args.path, "cache_dir": args.cache_dir, "download_root": args.download_root,

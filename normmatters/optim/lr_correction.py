@@ -77,7 +77,7 @@ class LRCorrection:
             raise RuntimeError("LRCorrection.before_step called before on_epoch_start")
         frac = step_in_epoch / steps_per_epoch
         for name, p in self.params.items():
-            ref = self.reference.at(name, self.epoch, frac)
+            ref = self.reference.at(name, self.epoch, frac, like=p)
             self.last_scale[name] = channel_sq_norms(p) / ref.pow(2)
             self._old[name] = p.detach().clone()
 

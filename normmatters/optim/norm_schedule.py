@@ -62,7 +62,7 @@ class NormSchedule:
         """Scheduled norms of ``name`` (one per channel) at the current point of training."""
         if self.epoch is None:
             raise RuntimeError("NormSchedule used before on_epoch_start")
-        return self.reference.at(name, self.epoch, self._frac) * self.multiplier
+        return self.reference.at(name, self.epoch, self._frac, like=self.params[name]) * self.multiplier
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -70,13 +70,19 @@ class ReferenceNorms:
                 e, c = (int(i) for i in bad.nonzero()[0])
                 raise ValueError(f"{purpose}: reference run {path} has norm {float(norms[e, c])} for param "
                                  f"{name!r} channel {c} at epoch {e}; expected a finite positive norm")
-            self.norms[name] = norms.to(device=p.device, dtype=p.dtype if p.is_floating_point() else None)
+            self.norms[name] = norms.to(device=p.device, dtype=p.dtype if p.is_floating_point() else torch.float64)
 
-    def at(self, name: str, epoch: int, frac: float) -> torch.Tensor:
-        """Reference norms of ``name`` (one per channel) a fraction ``frac`` into 1-based ``epoch``."""
+    def at(self, name: str, epoch: int, frac: float, like: torch.Tensor | None = None) -> torch.Tensor:
+        """Reference norms of ``name`` (one per channel) a fraction ``frac`` into 1-based ``epoch``.
+
+        ``like``: the weight itself; the table follows it to its device and dtype (e.g. when the
+        model was moved after the hooks were built).
+        """
         if not 1 <= epoch <= self.epochs:
             raise ValueError(f"reference run {self.path} serves epochs 1..{self.epochs}, asked for epoch {epoch}")
         table = self.norms[name]
+        if like is not None and (table.device != like.device or table.dtype != like.dtype):
+            table = self.norms[name] = table.to(device=like.device, dtype=like.dtype)
         frac = min(max(float(frac), 0.0), 1.0)
         if frac == 0.0:
             return table[epoch - 1]

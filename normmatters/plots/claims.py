@@ -48,8 +48,7 @@ def _config_milestones(run_dir: Path) -> list[float] | None:
 
 
 def _lr_milestone(run_dir: Path) -> float | None:
-    """First epoch e whose logged lr is below the first epoch's (the logger writes the LR in effect
-    after the epoch's last step, i.e. the one the next epoch starts with)."""
+    """Last epoch before the logged lr first drops (row e holds the LR epoch e trained with)."""
     if not runs.has_table(run_dir, "epochs"):
         return None
     frame = runs.read_table(run_dir, "epochs")
@@ -57,7 +56,7 @@ def _lr_milestone(run_dir: Path) -> float | None:
         return None
     frame = frame.sort_values("epoch")
     dropped = frame[frame["lr"] < frame["lr"].iloc[0] * (1 - 1e-9)]
-    return float(dropped["epoch"].iloc[0]) if len(dropped) else None
+    return float(dropped["epoch"].iloc[0]) - 1 if len(dropped) else None
 
 
 def first_milestone(reference: ArmCurves) -> float | None:

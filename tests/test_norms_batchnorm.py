@@ -1,0 +1,228 @@
+"""Lp batch norm: equality with nn.BatchNorm, float64 reference formulas, running statistics."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from normmatters.norms import C_L1, LpBatchNorm, build_norm, c_linf
+
+LP_KINDS = ("l1", "linf", "topk", "mean")
+
+
+def reference(x: torch.Tensor, kind: str, weight, bias, eps: float, k: int = 10, constant=None):
+    """PAPER.md §3 written out in float64 on a (C, n) view; returns (y, mean, scale-or-var)."""
+    xd = x.double()
+    rows = xd.transpose(0, 1).reshape(x.shape[1], -1)
+    n = rows.shape[1]
+    mu = rows.mean(1, keepdim=True)
+    d = rows - mu
+    if kind == "mean":
+        y, stat = d, None
+    elif kind == "l2":
+        stat = (d * d).mean(1, keepdim=True)
+        y = d / torch.sqrt(stat + eps)
+    else:
+        if kind == "l1":
+            stat = (constant or C_L1) * d.abs().mean(1, keepdim=True)
+        elif kind == "linf":
+            stat = (constant or c_linf(n)) * d.abs().max(1, keepdim=True).values
+        else:
+            stat = (constant or c_linf(n)) * d.abs().topk(k, dim=1).values.mean(1, keepdim=True)
+        y = d / (stat + eps)
+    if weight is not None and kind != "mean":
+        y = y * weight.double().view(-1, 1)
+    if bias is not None:
+        y = y + bias.double().view(-1, 1)
+    moved = list(x.transpose(0, 1).shape)
+    y = y.reshape(moved).transpose(0, 1)
+    return y, mu.view(-1), None if stat is None else stat.view(-1)
+
+
+def _layout(x, layout):
+    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+
+
+def _randomize_affine(m, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        if getattr(m, "weight", None) is not None:
+            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+        if getattr(m, "bias", None) is not None:
+            m.bias.copy_(torch.randn(m.bias.shape, generator=g))
+
+
+# ----------------------------------------------------------------------------- l2 == nn.BatchNorm
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("impl", ["native", "own"])
+def test_l2_matches_batchnorm2d(layout, impl):
+    torch.manual_seed(0)
+    # accum_dtype float64 routes l2 through this package's own equations instead of F.batch_norm
+    options = {"accum_dtype": "float64"} if impl == "own" else {}
+    ours, ref = build_norm("l2", 6, momentum=0.3, **options), nn.BatchNorm2d(6, momentum=0.3)
+    _randomize_affine(ours)
+    ref.load_state_dict(ours.state_dict())
+    tol = {"rtol": 1e-5, "atol": 1e-5}
+    for step in range(3):
+        x = _layout(torch.randn(8, 6, 5, 5) * 3 + step, layout)
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = ours(xa), ref(xb)
+        dy = torch.randn_like(ya)
+        ya.backward(dy)
+        yb.backward(dy)
+        torch.testing.assert_close(ya, yb, **tol)
+        assert ya.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+        torch.testing.assert_close(xa.grad, xb.grad, **tol)
+        torch.testing.assert_close(ours.weight.grad, ref.weight.grad, **tol)
+        torch.testing.assert_close(ours.bias.grad, ref.bias.grad, **tol)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(ours, name), getattr(ref, name), **tol)
+    ours.eval(), ref.eval()
+    x = _layout(torch.randn(4, 6, 5, 5), layout)
+    torch.testing.assert_close(ours(x), ref(x), **tol)
+
+
+@pytest.mark.parametrize("shape", [(16, 5), (8, 5, 7)])
+def test_l2_matches_batchnorm1d(shape):
+    torch.manual_seed(1)
+    ours, ref = build_norm("l2", 5), nn.BatchNorm1d(5)
+    x = torch.randn(shape)
+    torch.testing.assert_close(ours(x), ref(x))
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+
+
+def test_l2_state_dict_is_batchnorm_compatible():
+    bn = nn.BatchNorm2d(4)
+    bn(torch.randn(8, 4, 3, 3))
+    ours = build_norm("l2", 4)
+    ours.load_state_dict(bn.state_dict())  # strict: same keys and shapes
+    assert set(ours.state_dict()) == set(bn.state_dict())
+    nn.BatchNorm2d(4).load_state_dict(ours.state_dict())
+
+
+# ----------------------------------------------------------------------------- Lp statistics
+def _expected_topk_abs_normal(n: int, k: int) -> float:
+    """E[mean of the k largest of n |z|], z ~ N(0, 1), from the order-statistic densities."""
+    t = torch.linspace(1e-6, 9.0, 60001, dtype=torch.float64)
+    cdf = torch.erf(t / math.sqrt(2.0)).clamp(1e-300, 1 - 1e-16)  # half-normal
+    log_pdf = math.log(math.sqrt(2.0 / math.pi)) - t * t / 2
+    total = 0.0
+    for j in range(1, k + 1):  # j-th largest = order statistic r = n - j + 1
+        r = n - j + 1
+        log_c = math.lgamma(n + 1) - math.lgamma(r) - math.lgamma(n - r + 1)
+        dens = torch.exp(log_c + (r - 1) * torch.log(cdf) + (n - r) * torch.log1p(-cdf) + log_pdf)
+        total += torch.trapezoid(t * dens, t).item()
+    return total / k
+
+
+@pytest.mark.parametrize("kind", ["l1", "linf", "topk"])
+def test_gaussian_output_std(kind):
+    """Per-channel std of the normalized output for N(μ, σ²) input with n = 8192 per channel.
+
+    l1: C_L1·mean|x − μ| estimates σ with relative s.d. ≈ √((π/2 − 1)/n) ≈ 0.8% and the sample
+    s.d. has ≈ 0.8% too, so each channel's std is 1 within 5% (> 5 s.d.).
+    linf/topk: the paper's C_L∞(n) is not an unbiased σ estimate (for n = 8192 the output std is
+    ≈ 0.69 for L∞ and ≈ 0.79 for top-10); we check the std against the exact prediction
+    1/(C_L∞(n)·E[max or top-k mean of |z|]). One channel's max fluctuates by ≈ 7% (Gumbel), the
+    mean of 32 channels by ≈ 1.3%, so 5% is again a ≥ 4 s.d. bound (top-k fluctuates less).
+    """
+    torch.manual_seed(0)
+    C, n = 32, 8192
+    x = torch.randn(32, C, 16, 16) * torch.rand(C).view(1, C, 1, 1).mul(5).add(0.1) + 3.0
+    y = build_norm(kind, C, affine=False)(x).detach()
+    std = y.transpose(0, 1).reshape(C, -1).std(1)
+    if kind == "l1":
+        assert torch.all((std - 1).abs() < 0.05), std
+    else:
+        expected = 1.0 / (c_linf(n) * _expected_topk_abs_normal(n, 1 if kind == "linf" else 10))
+        assert abs(std.mean().item() / expected - 1) < 0.05, (std.mean().item(), expected)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("kind", LP_KINDS)
+@pytest.mark.parametrize("shape,layout", [((6, 4, 5, 5), "nchw"), ((6, 4, 5, 5), "channels_last"),
+                                          ((40, 4), "nchw"), ((5, 4, 9), "nchw")])
+def test_matches_float64_reference(kind, fused, shape, layout):
+    torch.manual_seed(0)
+    k = 3
+    m = build_norm(kind, 4, k=k, fused=fused, momentum=0.25) if kind == "topk" else \
+        build_norm(kind, 4, fused=fused, momentum=0.25)
+    _randomize_affine(m)
+    x = _layout(torch.randn(shape) * 2 + 0.5, layout).requires_grad_()
+    xr = x.detach().double().requires_grad_()
+    w = None if m.weight is None else m.weight.detach().double().requires_grad_()
+    b = m.bias.detach().double().requires_grad_()
+    y = m(x)
+    y_ref, mu_ref, stat_ref = reference(xr, kind, w, b, m.eps, k=k)
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-5)
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    y_ref.backward(dy.double())
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(m.bias.grad.double(), b.grad, rtol=1e-5, atol=1e-5)
+    if w is not None:
+        torch.testing.assert_close(m.weight.grad.double(), w.grad, rtol=1e-4, atol=1e-5)
+    # PyTorch momentum convention, stored scale without eps
+    torch.testing.assert_close(m.running_mean.double(), 0.25 * mu_ref.detach(), rtol=1e-5, atol=1e-6)
+    if stat_ref is not None:
+        torch.testing.assert_close(m.running_scale.double(), 0.75 + 0.25 * stat_ref.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["l1", "topk", "linf"])
+def test_float64_input_is_exact(kind):
+    torch.manual_seed(0)
+    x = torch.randn(7, 3, 4, 4, dtype=torch.float64)
+    m = build_norm(kind, 3, dtype=torch.float64, k=5) if kind == "topk" else build_norm(kind, 3, dtype=torch.float64)
+    torch.testing.assert_close(m(x), reference(x, kind, None, None, m.eps, k=5)[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["l1", "linf", "topk", "mean"])
+def test_eval_uses_running_stats(kind):
+    torch.manual_seed(0)
+    m = build_norm(kind, 3)
+    _randomize_affine(m)
+    for _ in range(4):
+        m(torch.randn(16, 3, 4, 4) * 2 + 1)
+    m.eval()
+    x = torch.randn(5, 3, 4, 4)
+    shape = (1, 3, 1, 1)
+    rm = m.running_mean.view(shape)
+    if kind == "mean":
+        expected = x - rm + m.bias.view(shape)
+    else:
+        expected = (x - rm) / (m.running_scale.view(shape) + m.eps) * m.weight.view(shape) + m.bias.view(shape)
+    torch.testing.assert_close(m(x), expected)
+    assert int(m.num_batches_tracked) == 4
+
+
+@pytest.mark.parametrize("kind", ["l2", "l1", "topk"])
+def test_momentum_none_is_cumulative_average(kind):
+    torch.manual_seed(0)
+    m = build_norm(kind, 2, momentum=None, k=4) if kind == "topk" else build_norm(kind, 2, momentum=None)
+    means = []
+    for i in range(3):
+        x = torch.randn(10, 2, 3) + i
+        means.append(x.transpose(0, 1).reshape(2, -1).mean(1))
+        m(x)
+    torch.testing.assert_close(m.running_mean, torch.stack(means).mean(0))
+
+
+@pytest.mark.parametrize("kind", ["l2", "l1", "mean"])
+def test_no_affine_no_running_stats(kind):
+    m = build_norm(kind, 3, affine=False, track_running_stats=False)
+    assert list(m.parameters()) == [] and m.running_mean is None
+    x = torch.randn(6, 3, 2, 2) * 4 + 2
+    m.eval()  # without running stats, eval still normalises with the batch statistics
+    y = m(x)
+    torch.testing.assert_close(y.mean((0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    assert isinstance(build_norm("none", 3), nn.Identity)
+
+
+def test_mean_only_has_bias_only_and_topk_repr():
+    m = build_norm("mean", 4)
+    assert m.weight is None and m.bias.shape == (4,)
+    assert set(m.state_dict()) == {"bias", "running_mean", "num_batches_tracked"}
+    r = repr(build_norm("topk", 4, k=7, stats_dtype="bfloat16"))
+    assert "k=7" in r and "stats_dtype=bfloat16" in r and isinstance(build_norm("l1", 4), LpBatchNorm)
