@@ -29,7 +29,7 @@ CURVES = {  # arm -> [(seed, test_acc by epoch 1.., status)]
 def make_run(run_dir, acc, seed, status, lr0=0.1, milestones=(MILESTONE,), config=True):
     epochs = list(range(1, len(acc) + 1))
     # the logger's lr column: the LR in effect after the epoch's last step
-    lr = [lr0 * 0.1 ** sum(1 for m in milestones if m < e)  # row e: the LR epoch e trained with for e in epochs]
+    lr = [lr0 * 0.1 ** sum(1 for m in milestones if m < e) for e in epochs]  # row e: LR epoch e used
     frame = pd.DataFrame({"epoch": epochs, "step": [10 * e for e in epochs], "train_loss": 1.0, "train_acc": 50.0,
                           "test_loss": 1.0, "test_acc": [float(a) for a in acc], "lr": lr, "seconds": 1.0})
     runs.write_table(run_dir, "epochs", frame)
