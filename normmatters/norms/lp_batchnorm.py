@@ -157,7 +157,9 @@ class LpBatchNorm(nn.Module):
                 factor = 1.0 / float(self.num_batches_tracked)
         use_batch = self.training or self.running_mean is None
         sdt, acc = self._dtypes(x)
-        if self.kind == "l2" and sdt == x.dtype and acc == sdt:  # exactly nn.BatchNorm's computation
+        # PyTorch's kernels compute in the input dtype only for float32/float64 inputs
+        plain_precision = sdt == x.dtype and acc == sdt and not is_narrow(sdt)
+        if self.kind == "l2" and plain_precision:  # exactly nn.BatchNorm's computation
             update = not self.training or self.track_running_stats
             return F.batch_norm(x, self.running_mean if update else None, self.running_var if update else None,
                                 self.weight, self.bias, use_batch, factor, self.eps)
@@ -169,8 +171,7 @@ class LpBatchNorm(nn.Module):
         if self.kind == "topk" and self.k > n:
             raise ValueError(f"k={self.k} is invalid for this batch: topk needs 1 <= k <= n={n} elements per channel")
         fused = _FUSED_DEFAULT if self.fused is None else self.fused
-        if (fused and self.kind in SCALE_KINDS and sdt == x.dtype and acc == sdt
-                and not torch.compiler.is_compiling()):
+        if fused and self.kind in SCALE_KINDS and plain_precision and not torch.compiler.is_compiling():
             k = self.k if self.kind == "topk" else 1  # L∞ = top-1
             y, mu, stat = fused_lp_batch_norm(x, self.weight, self.bias, self.kind, self.eps, self._constant(n), k)
         else:
