@@ -36,6 +36,16 @@ def run(compose: Callable, profile: str, seeds: list[int], overrides: list[str])
     return arms
 
 
+def discover(exp_dir: Path) -> dict[str, list[Path]]:
+    """{arm label: run dirs} of an experiment directory, from the run names (``<arm>_s<seed>``)."""
+    arms: dict[str, list[Path]] = {}
+    for arm, label in ARMS.items():
+        found = sorted(p for p in Path(exp_dir).glob(f"{arm}_s*") if p.name[len(arm) + 2:].isdigit())
+        if found:
+            arms[label] = found
+    return arms
+
+
 def experiment_dir(compose: Callable, profile: str, overrides: list[str]) -> Path:
     cfg = compose(["experiment=wd_on", f"profile={profile}", *overrides])
     return Path(cfg.out_root) / cfg.name

@@ -45,13 +45,12 @@ def _red(xv: Tensor):
     return ((0,), (1, -1)) if xv.dim() == 2 else ((0, 2), (1, -1, 1))
 
 
-def _topk_per_channel(a: Tensor, k: int):
-    """Top-k of each channel of a non-negative canonical tensor `a`; returns values and flat
-    indices (C, k). Two stages (rows, then the rows' winners) avoid a transposed copy of `a`."""
+def _topk_two_stage(a: Tensor, k: int):
+    """Top-k of each channel of a non-negative canonical tensor `a` (fallback for batches with
+    fewer than k samples); returns values and flat indices, (C, k) each."""
     if a.dim() == 2:  # (M, C)
         vals, idx = a.topk(k, dim=0)  # (k, C)
-        C = a.shape[1]
-        flat = idx * C + torch.arange(C, device=a.device)
+        flat = idx * a.shape[1] + torch.arange(a.shape[1], device=a.device)
         return vals.t(), flat.t()
     N, C, L = a.shape
     k1 = min(k, L)
@@ -61,6 +60,37 @@ def _topk_per_channel(a: Tensor, k: int):
     c_idx = torch.arange(C, device=a.device).unsqueeze(1)
     l_idx = i1.permute(1, 0, 2).reshape(C, N * k1).gather(1, i2)
     return v2, (n_idx * C + c_idx) * L + l_idx
+
+
+def topk_abs_deviation(xv: Tensor, mu: Tensor, k: int, batch: int):
+    """The k largest |x − μ| of each channel: values, flat indices into xv and sign(x − μ), (C, k).
+
+    A "row" is one sample's part of a channel. One min/max pass gives every row's largest |x − μ|;
+    the channel's top-k elements all lie in the k rows with the largest row maxima (any element
+    ≥ the k-th largest row maximum sits in such a row), so only those k rows are searched, a
+    fraction k/batch of the data, without a full-size |x − μ| temporary.
+    """
+    C = xv.shape[1]
+    mu_c = mu.view(-1)
+    channels_first = xv.dim() == 3
+    xg = xv if channels_first else xv.view(batch, -1, C)  # (G, C, L) or (G, L, C)
+    G, L = xg.shape[0], xg.shape[2] if channels_first else xg.shape[1]
+    if G < k:
+        a = torch.sub(xv, mu).abs_()
+        vals, flat = _topk_two_stage(a, k)
+        return vals, flat, torch.sign(xv.reshape(-1)[flat] - mu_c.view(C, 1))
+    lo, hi = torch.aminmax(xg, dim=2 if channels_first else 1)  # (G, C)
+    row_max = torch.maximum(hi - mu_c, mu_c - lo)
+    rows = row_max.topk(k, dim=0).indices.t()  # (C, k) sample index of the candidate rows
+    c_idx = torch.arange(C, device=xv.device).unsqueeze(1)
+    cand = xg[rows, c_idx, :] if channels_first else xg[rows, :, c_idx]  # (C, k, L)
+    dev = cand.reshape(C, -1) - mu_c.view(C, 1)
+    vals, pos = dev.abs().topk(k, dim=1)
+    sgn = torch.sign(dev.gather(1, pos))
+    n_idx = rows.gather(1, torch.div(pos, L, rounding_mode="floor"))
+    l_idx = pos % L
+    flat = (n_idx * C + c_idx) * L + l_idx if channels_first else (n_idx * L + l_idx) * C + c_idx
+    return vals, flat, sgn
 
 
 def _affine(inv: Tensor, mu: Tensor, weight, bias):
@@ -75,22 +105,21 @@ class LpNormFunction(torch.autograd.Function):
     """Training-mode L1 / top-k / L∞ batch norm on a canonical view; returns (y, mean, scale)."""
 
     @staticmethod
-    def forward(ctx, xv, weight, bias, kind: str, eps: float, constant: float, k: int):
+    def forward(ctx, xv, weight, bias, kind: str, eps: float, constant: float, k: int, batch: int):
         red, bshape = _red(xv)
-        C = xv.shape[1]
-        n = xv.numel() // C
+        n = xv.numel() // xv.shape[1]
         mu = xv.mean(red, keepdim=True)
-        y = torch.sub(xv, mu).abs_()  # |x − μ|, the output buffer used as scratch
         if kind == "l1":
+            y = torch.sub(xv, mu).abs_()  # |x − μ|, in the output buffer used as scratch
             s = y.mean(red, keepdim=True).mul_(constant)
             idx = sgn = None
         else:
-            vals, idx = _topk_per_channel(y, k)
+            vals, idx, sgn = topk_abs_deviation(xv, mu, k, batch)
             s = vals.mean(1).mul_(constant).view(bshape)
-            sgn = torch.sign(xv.reshape(-1)[idx] - mu.view(C, 1))  # (C, k)
+            y = None
         inv = (s + eps).reciprocal_()
         scale, shift = _affine(inv, mu, weight, bias)
-        torch.addcmul(shift, xv, scale, out=y)
+        y = torch.addcmul(shift, xv, scale, out=y)
         ctx.save_for_backward(xv, mu, inv, weight, idx, sgn)
         ctx.kind, ctx.constant, ctx.k, ctx.n = kind, constant, k, n
         mu_out, s_out = mu.reshape(-1).clone(), s.reshape(-1).clone()
@@ -121,12 +150,12 @@ class LpNormFunction(torch.autograd.Function):
             dx.view(-1).index_add_(0, idx.reshape(-1), coef.reshape(-1))
         gw = (sdyd * inv).view(-1) if weight is not None and ctx.needs_input_grad[1] else None
         gb = sdy.view(-1) if ctx.needs_input_grad[2] else None
-        return dx, gw, gb, None, None, None, None
+        return dx, gw, gb, None, None, None, None, None
 
 
 def fused_lp_batch_norm(x: Tensor, weight, bias, kind: str, eps: float, constant: float, k: int):
     """Batch-statistics L1/top-k/L∞ norm of x (channel dim 1); returns (y, mean, scale) with
     y in x's shape and layout, mean and scale per channel (scale excludes eps)."""
     xv, restore = canonical_view(x)
-    y, mu, s = LpNormFunction.apply(xv, weight, bias, kind, eps, constant, k)
+    y, mu, s = LpNormFunction.apply(xv, weight, bias, kind, eps, constant, k, x.shape[0])
     return restore(y), mu, s

@@ -1,0 +1,84 @@
+"""PAPER.md §2 experiment plumbing: one command runs the four arms in order, reruns skip them."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from normmatters import runs
+from normmatters.experiments import wd_lr
+
+ENV = {**os.environ, "WANDB_MODE": "offline"}
+
+
+def reproduce(out, data, *extra):
+    cmd = [sys.executable, "scripts/reproduce.py", "--profile", "smoke", "--seeds", "0", "--out-root", str(out),
+           f"data.path={data}", f"data.cache_dir={out}/cache", "data.batch_size=16", "train.progress=false",
+           "model=resnet20", *extra]
+    return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def experiment(tiny_cifar, tmp_path_factory):
+    out = tmp_path_factory.mktemp("wd")
+    proc = reproduce(out, tiny_cifar)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "wd_vgg11_smoke", proc
+
+
+def test_arms_run_in_order_and_reference_the_wd_on_run(experiment):
+    exp_dir, proc = experiment
+    order = [line.split(" (")[0][3:] for line in proc.stdout.splitlines() if line.startswith("== ")]
+    assert order == list(wd_lr.ARMS.values())
+    for arm in wd_lr.ARMS:
+        run_dir = exp_dir / f"{arm}_s0"
+        assert runs.status(run_dir) == "finished"
+        assert sorted(runs.read_table(run_dir, "epochs")["epoch"]) == [1, 2]
+    config = (exp_dir / "wd_lr_correction_s0" / runs.CONFIG).read_text()
+    assert "control: lr_correction" in config and "wd_on_s0" in config and "wd_scope: last_only" in config
+
+
+def test_report_is_written_from_the_tables(experiment):
+    exp_dir, _ = experiment
+    assert (exp_dir / "figure.png").stat().st_size > 10_000
+    claims = (exp_dir / "claims.md").read_text()
+    for label in wd_lr.ARMS.values():
+        assert label in claims
+
+
+def test_rerun_skips_finished_arms(experiment, tiny_cifar):
+    exp_dir, _ = experiment
+    before = {arm: (exp_dir / f"{arm}_s0" / "epochs.parquet").stat().st_mtime_ns for arm in wd_lr.ARMS}
+    proc = reproduce(exp_dir.parent, tiny_cifar)
+    assert proc.returncode == 0
+    assert proc.stderr.count("already finished") == 4
+    after = {arm: (exp_dir / f"{arm}_s0" / "epochs.parquet").stat().st_mtime_ns for arm in wd_lr.ARMS}
+    assert after == before
+
+
+def test_plot_script_rebuilds_figures(experiment):
+    exp_dir, _ = experiment
+    (exp_dir / "figure.png").unlink()
+    proc = subprocess.run([sys.executable, "scripts/plot.py", str(exp_dir.parent)], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (exp_dir / "figure.png").exists()
+
+
+def test_plot_script_without_results_fails_clearly(tmp_path):
+    proc = subprocess.run([sys.executable, "scripts/plot.py", str(tmp_path / "missing")], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ")
+
+
+def test_missing_reference_fails_before_training(tiny_cifar, tmp_path, compose):
+    from normmatters.train import train
+
+    cfg = compose(["experiment=wd_lr_correction", "profile=smoke", f"out_root={tmp_path}",
+                   f"data.path={tiny_cifar}", "wandb.mode=disabled"])
+    with pytest.raises(ValueError, match="wd_on_s0"):
+        train(cfg)
+    assert not (tmp_path / "wd_vgg11_smoke" / "wd_lr_correction_s0").exists()

@@ -1,0 +1,128 @@
+"""Low-precision statistics (PAPER.md §4): float16 values with float16 or float32 accumulation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from normmatters.norms import build_norm
+from normmatters.norms.precision import narrow_mean_rows, resolve_dtype
+
+LP = ("l1", "linf", "topk")
+
+
+def _fp16_tree_numpy(row: np.ndarray, mode: str) -> np.float16:
+    """The same pairwise tree with numpy float16 scalars (every op a true fp16 op)."""
+    vals = [np.float16(v) for v in row]
+    size = 1 << (len(vals) - 1).bit_length()
+    vals += [np.float16(0)] * (size - len(vals))
+    half = np.float16(0.5)
+    with np.errstate(over="ignore"):
+        while len(vals) > 1:
+            h = len(vals) // 2
+            if mode == "pairwise_mean":
+                vals = [vals[i] * half + vals[i + h] * half for i in range(h)]
+            else:
+                vals = [vals[i] + vals[i + h] for i in range(h)]
+        root = vals[0]
+        if mode == "pairwise_mean":
+            return root if size == len(row) else np.float16(root * np.float16(size / len(row)))
+        return np.float16(root / np.float16(len(row)))
+
+
+@pytest.mark.parametrize("mode", ["pairwise_mean", "pairwise_sum"])
+def test_narrow_accumulator_is_bit_exact_fp16(mode):
+    rng = np.random.default_rng(0)
+    rows = (rng.standard_normal((3, 37)) * 40 + 100).astype(np.float16)
+    ours = narrow_mean_rows(torch.from_numpy(rows), torch.float16, mode)
+    expected = [_fp16_tree_numpy(r, mode) for r in rows]
+    assert ours.dtype == torch.float16
+    assert ours.numpy().tolist() == [float(e) for e in expected]
+
+
+def test_pytorch_fp16_sum_is_wider_than_fp16_but_emulation_is_not():
+    x = torch.tensor([[40000.0, -30000.0, 40000.0, -30000.0]], dtype=torch.float16)
+    assert x.sum().item() == 20000.0  # PyTorch accumulated in float32: 80000 never overflowed
+    assert torch.isinf(narrow_mean_rows(x, torch.float16, "pairwise_sum")).all()  # honest fp16 sum
+    assert narrow_mean_rows(x, torch.float16, "pairwise_mean").item() == 5000.0  # averaging tree
+
+
+def _run(kind, x, stats, accum, eps, mode="pairwise_mean"):
+    m = build_norm(kind, x.shape[1], stats_dtype=stats, accum_dtype=accum, accum_mode=mode, eps=eps,
+                   momentum=1.0, affine=False)  # momentum 1: running stat = this batch's stat
+    y = m(x)
+    return y, (m.running_var if kind == "l2" else m.running_scale)
+
+
+def _reference(kind, x, eps):
+    m = build_norm(kind, x.shape[1], eps=max(eps, 1e-30), momentum=1.0, affine=False, dtype=torch.float64)
+    y = m(x.double())
+    return y, (m.running_var if kind == "l2" else m.running_scale)
+
+
+@pytest.mark.parametrize("accum", ["float16", "float32"])
+def test_fp16_large_activations_overflow_l2_not_lp(accum):
+    """|x − μ| ≈ 300: (x − μ)² ≈ 9e4 > 65504 overflows float16 before any accumulation, so the
+    float32 accumulator does not save L2 (the paper's diverged fp16 L2 run); |x − μ| does not."""
+    torch.manual_seed(0)
+    x = (torch.randn(16, 4, 8, 8) * 300 + 600).half()
+    y2, var = _run("l2", x, "float16", accum, 1e-5)
+    assert torch.isinf(var).all()
+    _, ref_var = _reference("l2", x, 1e-5)
+    y2_ref, _ = _reference("l2", x, 1e-5)
+    assert (y2.double() - y2_ref).abs().max() > 0.5  # the normalized output is garbage (≈ 0)
+    for kind in LP:
+        y, scale = _run(kind, x, "float16", accum, 1e-5)
+        y_ref, scale_ref = _reference(kind, x, 1e-5)
+        assert torch.isfinite(y).all() and torch.isfinite(scale).all()
+        torch.testing.assert_close(scale.double(), scale_ref, rtol=5e-3, atol=0)
+        torch.testing.assert_close(y.double(), y_ref, rtol=0, atol=1e-2)  # fp16 output: ≈ 3 digits
+
+
+@pytest.mark.parametrize("accum", ["float16", "float32"])
+def test_fp16_small_activations_underflow_l2_not_lp(accum):
+    """|x − μ| ≈ 1e-4: (x − μ)² ≈ 1e-8 is below float16's smallest subnormal (6e-8), so the variance
+    flushes to 0 and, with ε = 0, L2 divides by zero; |x − μ| ≈ 1e-4 is a normal fp16 number."""
+    torch.manual_seed(0)
+    x = (torch.randn(16, 4, 8, 8) * 1e-4 + 2e-4).half()
+    y2, var = _run("l2", x, "float16", accum, 0.0)
+    assert (var == 0).all() and not torch.isfinite(y2).all()
+    for kind in LP:
+        y, scale = _run(kind, x, "float16", accum, 0.0)
+        y_ref, scale_ref = _reference(kind, x, 0.0)
+        assert torch.isfinite(y).all()
+        torch.testing.assert_close(scale.double(), scale_ref, rtol=5e-3, atol=0)
+        torch.testing.assert_close(y.double(), y_ref, rtol=0, atol=1e-2)
+
+
+def test_fp16_sum_accumulator_overflows_where_mean_tree_does_not():
+    """The emulation is honest about sums: n·|x − μ| ≈ 1024·240 overflows an fp16 running sum."""
+    torch.manual_seed(0)
+    x = (torch.randn(16, 4, 8, 8) * 300).half()
+    _, scale_sum = _run("l1", x, "float16", "float16", 1e-5, mode="pairwise_sum")
+    _, scale_mean = _run("l1", x, "float16", "float16", 1e-5, mode="pairwise_mean")
+    assert torch.isinf(scale_sum).all() and torch.isfinite(scale_mean).all()
+
+
+def test_bfloat16_has_float32_range():
+    torch.manual_seed(0)
+    x = torch.randn(16, 4, 8, 8) * 300 + 600
+    y, var = _run("l2", x, "bfloat16", "bfloat16", 1e-5)
+    _, ref_var = _reference("l2", x, 1e-5)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(var.double(), ref_var, rtol=3e-2, atol=0)
+
+
+def test_default_precision_for_half_input_is_float32_stats():
+    x = (torch.randn(8, 3, 4, 4) * 300).half()
+    y = build_norm("l1", 3)(x)
+    assert y.dtype == torch.float16 and torch.isfinite(y).all()
+
+
+def test_resolve_dtype():
+    assert resolve_dtype("bf16") is torch.bfloat16 and resolve_dtype(torch.float16) is torch.float16
+    assert resolve_dtype(None) is None
+    with pytest.raises(ValueError, match=r"stats_dtype='int8' is not a supported dtype; valid: float32"):
+        build_norm("l1", 3, stats_dtype="int8")
+    with pytest.raises(ValueError, match=r"accum_mode='kahan' is not valid; valid: pairwise_mean, pairwise_sum"):
+        build_norm("l1", 3, accum_mode="kahan")
