@@ -7,7 +7,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export HYDRA_FULL_ERROR ?= 0
 
-.PHONY: setup test bench train reproduce-cifar figures notebooks clean
+.PHONY: setup test bench bench-train train reproduce-cifar figures notebooks clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,10 @@ test: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
-	$(PY) -m normmatters.bench.norms
+	$(PY) -m normmatters.bench.norms $(ARGS)
+
+bench-train: setup
+	$(PY) scripts/bench_train.py $(ARGS)
 
 train: setup
 	$(PY) scripts/train.py $(ARGS)
@@ -32,6 +35,9 @@ reproduce-cifar: setup
 
 figures: setup
 	$(PY) scripts/plot.py $(ARGS)
+
+notebooks: setup figures
+	$(VENV)/bin/jupyter execute --inplace notebooks/*.ipynb
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -82,3 +82,18 @@ def test_missing_reference_fails_before_training(tiny_cifar, tmp_path, compose):
     with pytest.raises(ValueError, match="wd_on_s0"):
         train(cfg)
     assert not (tmp_path / "wd_vgg11_smoke" / "wd_lr_correction_s0").exists()
+
+
+def test_notebook_executes_on_logged_runs(experiment):
+    import nbformat
+    from nbclient import NotebookClient
+
+    exp_dir, _ = experiment
+    nb = nbformat.read(REPO / "notebooks" / "wd_lr_correction.ipynb", as_version=4)
+    os.environ["NORMMATTERS_EXPERIMENT"] = str(exp_dir)
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    finally:
+        del os.environ["NORMMATTERS_EXPERIMENT"]
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 2

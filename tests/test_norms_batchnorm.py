@@ -226,3 +226,26 @@ def test_mean_only_has_bias_only_and_topk_repr():
     assert set(m.state_dict()) == {"bias", "running_mean", "num_batches_tracked"}
     r = repr(build_norm("topk", 4, k=7, stats_dtype="bfloat16"))
     assert "k=7" in r and "stats_dtype=bfloat16" in r and isinstance(build_norm("l1", 4), LpBatchNorm)
+
+
+@pytest.mark.parametrize("kind,k", [("l1", 1), ("linf", 1), ("topk", 3), ("topk", 10)])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_fused_equals_plain_edge_cases(kind, k, layout):
+    """No affine, batch smaller than k (the two-stage top-k), and a constant channel (all ties)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 3, 5)
+    x[:, 1] = 0.25  # constant channel: x − μ = 0 everywhere, the scale is 0 and only ε divides
+    x = _layout(x, layout)
+    grads, outs = [], []
+    for fused in (False, True):
+        m = build_norm(kind, 3, affine=False, fused=fused, **({"k": k} if kind == "topk" else {}))
+        xx = x.clone().requires_grad_()
+        y = m(xx)
+        y.backward(torch.linspace(-1, 1, y.numel()).view_as(y))
+        outs.append(y.detach())
+        grads.append(xx.grad)
+        assert torch.isfinite(xx.grad).all()
+    torch.testing.assert_close(outs[1], outs[0])
+    # the constant channel's gradient differs in which tied element gets the sparse term; compare others
+    keep = [0, 2]
+    torch.testing.assert_close(grads[1][:, keep], grads[0][:, keep], rtol=1e-4, atol=1e-5)

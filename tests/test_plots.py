@@ -133,3 +133,22 @@ def test_markdown_table(arms):
 def test_fraction_accuracies_become_percent(tmp_path):
     run = make_run(tmp_path / "frac", [0.5, 0.8, 0.9], 0, "finished")
     assert list(load_run(run).acc) == pytest.approx([50.0, 80.0, 90.0])
+
+
+def test_norm_dynamics_reads_channel_tables(tmp_path):
+    from normmatters.plots import plot_norm_dynamics, rms_channel_norm
+
+    arms = {}
+    for arm, growth in (("WD on", 1.0), ("WD off", 2.0)):
+        run_dir = tmp_path / arm
+        rows = [{"epoch": e, "step": e, "param": p, "channel": c, "norm": (c + 1.0) * growth ** e}
+                for e in range(3) for p in ("features.0.weight", "features.10.weight", "features.3.weight")
+                for c in range(2)]
+        runs.write_table(run_dir, "channels", pd.DataFrame(rows))
+        arms[arm] = [run_dir]
+    table = rms_channel_norm(arms["WD off"][0])
+    assert list(table.columns) == ["features.0.weight", "features.10.weight", "features.3.weight"]
+    assert table.loc[2, "features.0.weight"] == pytest.approx(((1 + 4) / 2) ** 0.5 * 4)
+    fig = plot_norm_dynamics(arms)
+    assert len(fig.axes) == 3 and len(fig.axes[0].get_lines()) == 2
+    fig.savefig(tmp_path / "norms.png")

@@ -21,7 +21,7 @@ from .folder_index import DEFAULT_SPLITS, FolderIndex, scan_image_folder
 from .source import archive_identity, resolve_source
 from .tensor_cache import CACHE_VERSION, atomic_torch_save, cache_file_for, cache_key, load_cache
 
-# decode_images and scan_image_folder are imported from here by callers (and patched by tests).
+# Callers import decode_images and scan_image_folder from here; tests patch decode_images here.
 __all__ = ["DecodedFolder", "DecodedSplit", "cached_file", "decode_images", "load_image_folder", "scan_image_folder"]
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ class DecodedFolder:
     seconds: float  # wall time of this load (decode + cache write, or cache read)
 
 
-
 def cached_file(
     path: str | os.PathLike,
     cache_dir: str | os.PathLike,
@@ -61,7 +60,6 @@ def cached_file(
         identity = archive_identity(source)
     f = cache_file_for(source, Path(os.path.expanduser(str(cache_dir))), cache_key(identity, wanted, image_size))
     return f if f.is_file() else None
-
 
 
 def load_image_folder(

@@ -18,7 +18,8 @@ import torch
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
-from .image_folder import FolderIndex, SplitIndex, extract_archive, is_archive, resolve_source, scan_image_folder
+from .folder_index import FolderIndex, SplitIndex, scan_image_folder
+from .source import extract_archive, is_archive, resolve_source
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -4,18 +4,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from normmatters.plots import claims_markdown, plot_wd_arms, wd_claims
+from normmatters.plots import claims_markdown, plot_norm_dynamics, plot_wd_arms, wd_claims
 from normmatters.runs import atomic_write_bytes
 
 
 def write_wd_report(arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[Path]:
-    """figure.png (test accuracy vs epoch per arm) and claims.md/claims.csv (numbers and verdicts)."""
+    """figure.png (test accuracy vs epoch per arm), norms.png (weight-norm dynamics) and
+    claims.md/claims.csv (numbers and verdicts)."""
     out_dir = Path(out_dir)
-    figure = out_dir / "figure.png"
+    figure, norms = out_dir / "figure.png", out_dir / "norms.png"
     atomic_write_bytes(figure, lambda p: plot_wd_arms(arms).savefig(p, dpi=150, format="png"))
+    atomic_write_bytes(norms, lambda p: plot_norm_dynamics(arms).savefig(p, dpi=120, format="png"))
     claims = wd_claims(arms)
     text = claims_markdown(claims)
     table_md, table_csv = out_dir / "claims.md", out_dir / "claims.csv"
     atomic_write_bytes(table_md, lambda p: Path(p).write_text(text + "\n"))
     atomic_write_bytes(table_csv, lambda p: claims.to_csv(p))
-    return [figure, table_md, table_csv]
+    return [figure, norms, table_md, table_csv]

@@ -41,8 +41,36 @@ def canonical_view(x: Tensor):
     return x.view(shape[0], C, -1), lambda y: y.view(shape)
 
 
-def _red(xv: Tensor):
-    return ((0,), (1, -1)) if xv.dim() == 2 else ((0, 2), (1, -1, 1))
+def _bshape(xv: Tensor):
+    return (1, -1) if xv.dim() == 2 else (1, -1, 1)
+
+
+def _fold(rows: int, cols: int) -> int:
+    """Rows to fold into the inner dim so that a column reduction has ≥ 64 contiguous floats:
+    PyTorch's CPU kernels vectorize (M, C) reductions over dim 0 poorly for small C."""
+    r = 1
+    while r * cols < 64 and rows % (2 * r) == 0:
+        r *= 2
+    return r
+
+
+def channel_sum(t: Tensor) -> Tensor:
+    """Per-channel sum of a canonical (N, C, L) or (M, C) tensor, keepdim."""
+    if t.dim() == 3:  # the inner dim first: much faster than sum((0, 2)) for short L
+        return t.sum(2, keepdim=True).sum(0, keepdim=True)
+    M, C = t.shape
+    r = _fold(M, C)
+    return t.view(M // r, r * C).sum(0).view(r, C).sum(0, keepdim=True)
+
+
+def _row_extrema(xg: Tensor, channels_first: bool):
+    """Per (sample, channel) min and max of a grouped (G, C, L) or (G, L, C) tensor."""
+    if channels_first:
+        return xg.amin(2), xg.amax(2)  # two fast passes; aminmax is not vectorized
+    G, L, C = xg.shape
+    r = _fold(L, C)
+    xf = xg.view(G, L // r, r * C)
+    return xf.amin(1).view(G, r, C).amin(1), xf.amax(1).view(G, r, C).amax(1)
 
 
 def _topk_two_stage(a: Tensor, k: int):
@@ -79,7 +107,7 @@ def topk_abs_deviation(xv: Tensor, mu: Tensor, k: int, batch: int):
         a = torch.sub(xv, mu).abs_()
         vals, flat = _topk_two_stage(a, k)
         return vals, flat, torch.sign(xv.reshape(-1)[flat] - mu_c.view(C, 1))
-    lo, hi = torch.aminmax(xg, dim=2 if channels_first else 1)  # (G, C)
+    lo, hi = _row_extrema(xg, channels_first)  # (G, C)
     row_max = torch.maximum(hi - mu_c, mu_c - lo)
     rows = row_max.topk(k, dim=0).indices.t()  # (C, k) sample index of the candidate rows
     c_idx = torch.arange(C, device=xv.device).unsqueeze(1)
@@ -93,12 +121,20 @@ def topk_abs_deviation(xv: Tensor, mu: Tensor, k: int, batch: int):
     return vals, flat, sgn
 
 
-def _affine(inv: Tensor, mu: Tensor, weight, bias):
-    scale = inv if weight is None else inv * weight.view(inv.shape)
-    shift = -mu * scale
-    if bias is not None:
-        shift = shift + bias.view(inv.shape)
-    return scale, shift
+def channel_affine(src: Tensor, scale: Tensor, shift: Tensor, out: Tensor | None = None) -> Tensor:
+    """out = src·scale + shift with per-channel scale/shift (out may be src).
+
+    On CPU, addcmul with two broadcast operands is not vectorized for (N, C, L); the eval-mode
+    batch-norm kernel with mean 0, variance 1 and ε = 0 computes exactly src·w + b and is.
+    """
+    if src.dim() == 3 and src.device.type == "cpu":
+        out = torch.empty_like(src) if out is None else out
+        ones = torch.ones(src.shape[1], dtype=src.dtype)
+        empty = src.new_empty(0)
+        torch.ops.aten.native_batch_norm.out(src, scale.view(-1), shift.view(-1), torch.zeros_like(ones), ones,
+                                             False, 0.0, 0.0, out=out, save_mean=empty, save_invstd=empty.clone())
+        return out
+    return torch.addcmul(shift, src, scale, out=out)
 
 
 class LpNormFunction(torch.autograd.Function):
@@ -106,20 +142,21 @@ class LpNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, xv, weight, bias, kind: str, eps: float, constant: float, k: int, batch: int):
-        red, bshape = _red(xv)
+        bshape = _bshape(xv)
         n = xv.numel() // xv.shape[1]
-        mu = xv.mean(red, keepdim=True)
+        mu = channel_sum(xv).div_(n)
         if kind == "l1":
             y = torch.sub(xv, mu).abs_()  # |x − μ|, in the output buffer used as scratch
-            s = y.mean(red, keepdim=True).mul_(constant)
+            s = channel_sum(y).mul_(constant / n)
             idx = sgn = None
         else:
             vals, idx, sgn = topk_abs_deviation(xv, mu, k, batch)
             s = vals.mean(1).mul_(constant).view(bshape)
             y = None
         inv = (s + eps).reciprocal_()
-        scale, shift = _affine(inv, mu, weight, bias)
-        y = torch.addcmul(shift, xv, scale, out=y)
+        scale = inv if weight is None else inv * weight.view(bshape)
+        shift = -mu * scale if bias is None else bias.view(bshape) - mu * scale
+        y = channel_affine(xv, scale, shift, out=y)
         ctx.save_for_backward(xv, mu, inv, weight, idx, sgn)
         ctx.kind, ctx.constant, ctx.k, ctx.n = kind, constant, k, n
         mu_out, s_out = mu.reshape(-1).clone(), s.reshape(-1).clone()
@@ -130,23 +167,21 @@ class LpNormFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dy, _dmu, _ds):
         xv, mu, inv, weight, idx, sgn = ctx.saved_tensors
-        red, bshape = _red(xv)
+        bshape = _bshape(xv)
         n, c = ctx.n, ctx.constant
-        sdy = dy.sum(red, keepdim=True)
+        sdy = channel_sum(dy)
         dx = torch.sub(xv, mu)
-        sdyd = dx.mul_(dy).sum(red, keepdim=True)  # Σ dy·(x − μ)
-        a = inv if weight is None else inv * weight.view(bshape)  # ∂y/∂x̂ / (s + ε)
+        sdyd = channel_sum(dx.mul_(dy))  # Σ dy·(x − μ)
+        a = inv if weight is None else inv * weight.view(bshape)  # γ/(s + ε)
         t = -(a * sdyd) * inv  # −S/(s + ε), S = Σ γ·dy·x̂
         if ctx.kind == "l1":
             torch.sub(xv, mu, out=dx).sign_()
-            msign = dx.mean(red, keepdim=True)
+            msign = channel_sum(dx).div_(n)
             b = t * (c / n)
-            d = -a * sdy / n - b * msign
-            torch.addcmul(d, dx, b, out=dx).addcmul_(dy, a)
+            channel_affine(dx, b, -a * sdy / n - b * msign, out=dx).addcmul_(dy, a)
         else:
             coef = (t * (c / ctx.k)).view(-1, 1) * sgn  # sparse part at the top-k, (C, k)
-            d = -a * sdy / n - coef.sum(1).view(bshape) / n
-            torch.addcmul(d, dy, a, out=dx)
+            channel_affine(dy, a, -a * sdy / n - coef.sum(1).view(bshape) / n, out=dx)
             dx.view(-1).index_add_(0, idx.reshape(-1), coef.reshape(-1))
         gw = (sdyd * inv).view(-1) if weight is not None and ctx.needs_input_grad[1] else None
         gb = sdy.view(-1) if ctx.needs_input_grad[2] else None

@@ -157,8 +157,10 @@ class LpBatchNorm(nn.Module):
                 factor = 1.0 / float(self.num_batches_tracked)
         use_batch = self.training or self.running_mean is None
         sdt, acc = self._dtypes(x)
-        # PyTorch's kernels compute in the input dtype only for float32/float64 inputs
-        plain_precision = sdt == x.dtype and acc == sdt and not is_narrow(sdt)
+        # Without precision options, PyTorch's own kernels are fine (float32 statistics for
+        # float16/bfloat16 inputs); with them, only where they compute in exactly those dtypes.
+        default_precision = self.stats_dtype is None and self.accum_dtype is None
+        plain_precision = default_precision or (sdt == x.dtype and acc == sdt and not is_narrow(sdt))
         if self.kind == "l2" and plain_precision:  # exactly nn.BatchNorm's computation
             update = not self.training or self.track_running_stats
             return F.batch_norm(x, self.running_mean if update else None, self.running_var if update else None,
@@ -173,7 +175,9 @@ class LpBatchNorm(nn.Module):
         fused = _FUSED_DEFAULT if self.fused is None else self.fused
         if fused and self.kind in SCALE_KINDS and plain_precision and not torch.compiler.is_compiling():
             k = self.k if self.kind == "topk" else 1  # L∞ = top-1
-            y, mu, stat = fused_lp_batch_norm(x, self.weight, self.bias, self.kind, self.eps, self._constant(n), k)
+            y, mu, stat = fused_lp_batch_norm(x.to(sdt), self.weight, self.bias, self.kind, self.eps,
+                                              self._constant(n), k)
+            y = y.to(x.dtype)
         else:
             y, mu, stat = self._batch_forward(x, n, sdt, acc)
         if self.training and self.track_running_stats:
