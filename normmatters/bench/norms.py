@@ -112,9 +112,9 @@ def main(argv=None) -> int:
         raise SystemExit("--device cuda requested but CUDA is not available")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, repeats={repeats}, clock={args.clock}"
           + (f", GPU: {torch.cuda.get_device_name()}" if "cuda" in devices else ", no GPU"))
-    cols = "".join(f" | {d} ms | {d} ×BN" for d in devices)
+    cols = "".join(f" | {d} ms | {d} BN ms | {d} ×BN" for d in devices)
     print(f"| shape | layout | kind | mode{cols} | saved ×BN | CPU target |")
-    print("|" + "---|" * (5 + 2 * len(devices) + 1))
+    print("|" + "---|" * (6 + 3 * len(devices)))
     verdicts = {}
     for shape in SHAPES:
         for layout in LAYOUTS:
@@ -122,8 +122,9 @@ def main(argv=None) -> int:
                 for fused in ((False,) if kind == "mean" else (False, True)):  # mean has no fused path
                     row, mem = [], None
                     for device in devices:
-                        t_kind, _, ratio, mem = measure(kind, fused, shape, layout, device, repeats, warmup, args.clock)
-                        row.append(f" | {t_kind * 1e3:.2f} | {ratio:.2f}")
+                        t_kind, t_bn, ratio, mem = measure(kind, fused, shape, layout, device, repeats, warmup,
+                                                           args.clock)
+                        row.append(f" | {t_kind * 1e3:.2f} | {t_bn * 1e3:.2f} | {ratio:.2f}")
                         if device == "cpu" and fused and kind in TARGETS:
                             verdicts.setdefault(kind, []).append(ratio <= TARGETS[kind])
                     target = ""
