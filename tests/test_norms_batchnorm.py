@@ -249,3 +249,19 @@ def test_fused_equals_plain_edge_cases(kind, k, layout):
     # the constant channel's gradient differs in which tied element gets the sparse term; compare others
     keep = [0, 2]
     torch.testing.assert_close(grads[1][:, keep], grads[0][:, keep], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_fused_accepts_broadcast_output_gradient(layout):
+    """A gradient expanded with stride 0 (from multiplying by a broadcast tensor) works."""
+    torch.manual_seed(0)
+    x = _layout(torch.randn(6, 3, 4, 4), layout)
+    w = torch.randn(1, 3, 1, 4)
+    grads = []
+    for fused in (False, True):
+        m = build_norm("l1", 3, fused=fused)
+        _randomize_affine(m)
+        xx = x.clone().requires_grad_()
+        (m(xx) * w).sum().backward()
+        grads.append(xx.grad)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)

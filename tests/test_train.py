@@ -212,3 +212,32 @@ def test_multirun_sweep_with_basic_launcher(tiny_cifar, tmp_path):
     assert len(run_dirs) == 2 and any("_l1_" in d for d in run_dirs) and any("_l2_" in d for d in run_dirs)
     for d in run_dirs:
         assert runs.status(tmp_path / "sweep" / d) == "finished"
+
+
+def test_slurm_launcher_config_composes(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    assert "submitit" in cfg.hydra.launcher._target_ and cfg.hydra.launcher.partition == "gpu"
+
+
+@pytest.mark.parametrize("extra", [["train.channels_last=true"], ["precision=bf16"],
+                                   ["precision=norm_fp16", "norm=l1"], ["weight_norm=bwn", "norm=mean"]])
+def test_training_options_run(tiny_cifar, tmp_path, compose, extra):
+    cfg = compose(tiny(tiny_cifar, tmp_path, "train.epochs=1", "wandb.mode=disabled", *extra))
+    final = train(cfg)
+    assert final["status"] == "finished" and final["train_loss"] > 0
+    assert (runs.read_table(cfg.run_dir, "channels")["norm"] > 0).all()
+
+
+@pytest.mark.compile
+def test_compiled_training_matches_eager_closely(tiny_cifar, tmp_path, compose):
+    finals = {}
+    for flag in ("false", "true"):
+        cfg = compose(tiny(tiny_cifar, tmp_path / flag, "train.epochs=1", "wandb.mode=disabled", "norm=l1",
+                           "optim.lr=0.01", f"train.compile={flag}"))
+        finals[flag] = train(cfg)
+    assert finals["true"]["status"] == "finished"
+    assert finals["true"]["train_loss"] == pytest.approx(finals["false"]["train_loss"], rel=1e-2)
