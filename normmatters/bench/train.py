@@ -361,7 +361,16 @@ def main(argv=None) -> int:
         print(f"(logging measured at log_every={measured_every} and scaled to log_every={args.log_every})")
     print()
     print(table(results, args, measured_every))
+    if args.repeats > 1:
+        print()
+        for r in results:
+            print(f"{r.model} per repeat, img/s: plain {_ints(r.plain)}; project {_ints(r.project)}; "
+                  f"project, logging off {_ints(r.project_nolog)}")
     return 0
+
+
+def _ints(values: list[float]) -> str:
+    return ", ".join(f"{v:.0f}" for v in values)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Weight-norm dynamics (PAPER.md §1): norms, effective step size eta/||w||^2, angular update."""
 from normmatters.dynamics.weight_stats import (
     AngleProbe,
+    angle_between,
     channel_norm_rows,
     layer_rows,
     per_channel_norms,
     scale_invariant_weights,
 )
 
-__all__ = ["AngleProbe", "channel_norm_rows", "layer_rows", "per_channel_norms", "scale_invariant_weights"]
+__all__ = ["AngleProbe", "angle_between", "channel_norm_rows", "layer_rows", "per_channel_norms", "scale_invariant_weights"]

@@ -59,6 +59,18 @@ def layer_rows(weights: dict[str, torch.Tensor], lrs: dict[str, float], epoch: i
     return rows
 
 
+@torch.no_grad()
+def angle_between(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Angle (radians) between two vectors, accurate for tiny angles too.
+
+    arccos of the cosine loses everything below ~3e-4 rad in float32 (cos rounds to 1), and late
+    in training a step turns a layer by less than that; 2·atan2(|â − b̂|, |â + b̂|) does not.
+    """
+    a, b = a.double().flatten(), b.double().flatten()
+    ua, ub = a / a.norm().clamp_min(1e-300), b / b.norm().clamp_min(1e-300)
+    return float(2 * torch.atan2((ua - ub).norm(), (ua + ub).norm()))
+
+
 class AngleProbe:
     """Angle (radians) between each weight before and after one optimizer step.
 
@@ -78,8 +90,6 @@ class AngleProbe:
     def after(self) -> dict[str, float]:
         out = {}
         for name, prev in self._prev.items():
-            cur = self.weights[name].detach().float().flatten()
-            cos = torch.dot(prev, cur) / (prev.norm() * cur.norm()).clamp_min(1e-30)
-            out[name] = float(torch.arccos(cos.clamp(-1.0, 1.0)))
+            out[name] = angle_between(prev, self.weights[name].detach().flatten())
         self._prev = {}
         return out
