@@ -1,6 +1,6 @@
 """Reproduce PAPER.md §2 (weight decay vs LR correction vs norm schedule) and write its report.
 
-    python scripts/reproduce.py --profile cpu --seeds 0,1 [hydra overrides ...]
+    python scripts/reproduce.py --profile cpu --seeds 0,1,2 [--out-root outputs] [hydra overrides ...]
 
 Runs every arm and seed in order (WD on first: it is the others' reference), skips finished runs,
 resumes interrupted ones, then writes figure.png and claims.md beside the runs.
@@ -27,9 +27,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="auto", choices=PROFILES,
                         help="paper (GPU scale), cpu (2-core scale), smoke; auto = paper with CUDA, else cpu")
-    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1],
-                        help="comma-separated seeds (default: 0,1)")
-    parser.add_argument("--out-root", default="results", help="where run directories go (default: results)")
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
+                        help="comma-separated seeds (default: 0,1,2, as in results/)")
+    parser.add_argument("--out-root", default="outputs",
+                        help="where run directories go (default: outputs; the committed runs are in results/)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every arm, e.g. data.path=...")
     args = parser.parse_args()
     profile = args.profile

@@ -143,7 +143,8 @@ def _setup(cfg, run_dir: Path, config: dict) -> Run:
         runs.atomic_write_bytes(run_dir / runs.CONFIG, lambda p: Path(p).write_text(text))
     runs.write_meta(run_dir, status="running", git_commit=_git_commit(), data_label=data.label,
                     num_train=data.num_train, num_test=data.num_test, profile=cfg.get("profile_name"),
-                    seed=cfg.seed, device=str(device), torch=torch.__version__, name=cfg.name, run_tag=cfg.run_tag)
+                    seed=cfg.seed, device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
+                    name=cfg.name, run_tag=cfg.run_tag)
     logger = RunLogger(run_dir, cfg.wandb, cfg.run_tag, cfg.name, config)
     forward = torch.compile(model) if cfg.train.compile else model
     return Run(cfg, model, forward, optimizer, scheduler, scaler, hooks, data, logger, device,
