@@ -137,6 +137,25 @@ def channel_affine(src: Tensor, scale: Tensor, shift: Tensor, out: Tensor | None
     return torch.addcmul(shift, src, scale, out=out)
 
 
+def dy_sums(dy: Tensor, xv: Tensor, mu: Tensor, scratch: Tensor):
+    """Per-channel Σ dy and Σ dy·(x − μ) of a canonical view, keepdim.
+
+    These are batch norm's bias and weight gradients at invstd = 1. For an (M, C) view
+    (channels-last) PyTorch's batch-norm backward kernel computes both in one pass, 2–3× faster
+    than two reductions and a product; for (N, C, L) the plain reductions are ~10 % faster
+    (they use `scratch`, a full-size buffer that the caller overwrites afterwards).
+    """
+    if xv.dim() == 3:
+        return channel_sum(dy), channel_sum(torch.sub(xv, mu, out=scratch).mul_(dy))
+    if dy.stride() != xv.stride():  # e.g. an expanded (broadcast) output gradient
+        dy = dy.contiguous()
+    ones = xv.new_ones(xv.shape[1])
+    _, sdyd, sdy = torch.ops.aten.native_batch_norm_backward(
+        dy, xv, ones, None, None, mu.reshape(-1), ones, True, 0.0, [False, True, True])
+    bshape = _bshape(xv)
+    return sdy.view(bshape), sdyd.view(bshape)
+
+
 class LpNormFunction(torch.autograd.Function):
     """Training-mode L1 / top-k / L∞ batch norm on a canonical view; returns (y, mean, scale)."""
 
@@ -169,9 +188,8 @@ class LpNormFunction(torch.autograd.Function):
         xv, mu, inv, weight, idx, sgn = ctx.saved_tensors
         bshape = _bshape(xv)
         n, c = ctx.n, ctx.constant
-        sdy = channel_sum(dy)
-        dx = torch.sub(xv, mu)
-        sdyd = channel_sum(dx.mul_(dy))  # Σ dy·(x − μ)
+        dx = torch.empty_like(xv)
+        sdy, sdyd = dy_sums(dy, xv, mu, scratch=dx)
         a = inv if weight is None else inv * weight.view(bshape)  # γ/(s + ε)
         t = -(a * sdyd) * inv  # −S/(s + ε), S = Σ γ·dy·x̂
         if ctx.kind == "l1":
