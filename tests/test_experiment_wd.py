@@ -97,3 +97,13 @@ def test_notebook_executes_on_logged_runs(experiment):
         del os.environ["NORMMATTERS_EXPERIMENT"]
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) == 2
+
+
+def test_discover_finds_the_arms_and_the_extra_arm(tmp_path):
+    for name in ["wd_on_s0", "wd_on_s1", "wd_off_s0", "wd_lr_correction_s0", "wd_lr_correction_grad_s0",
+                 "wd_norm_schedule_s0", "wd_on_old", "notes"]:
+        (tmp_path / name).mkdir()
+    found = {label: [p.name for p in dirs] for label, dirs in wd_lr.discover(tmp_path).items()}
+    assert found == {"WD on": ["wd_on_s0", "wd_on_s1"], "WD off": ["wd_off_s0"],
+                     "WD off + LR correction": ["wd_lr_correction_s0"], "Norm schedule": ["wd_norm_schedule_s0"],
+                     "LR correction, gradient mode": ["wd_lr_correction_grad_s0"]}

@@ -265,3 +265,55 @@ def test_lr_correction_warns_on_invariant_weight_decay(tmp_path):
     conf = cfg(reference=str(ref), wd_scope="all")
     with pytest.warns(UserWarning, match="weight decay"):
         build_step_hooks(conf, model, build_optimizer(model, conf))
+
+
+def test_gradient_mode_scales_what_enters_the_momentum_buffer(tmp_path):
+    """mode=gradient: with a primed buffer b, the step is η(μb + s·g) (update mode: η·s(μb + g));
+    without momentum the two modes are the same step."""
+    model = net()
+    conf = cfg(reference=str(tmp_path), weight_decay=0.0, lr_correction_mode="gradient")
+    opt = build_optimizer(model, conf)
+    prime_momentum(model, opt)
+    write_reference(tmp_path, reference_from(model, 2, scale=0.5))  # s = 4 for every channel
+    params = scale_invariant_weights(model)
+    buf = {n: opt.state[p]["momentum_buffer"].clone() for n, p in params.items()}
+    before = {n: p.detach().clone() for n, p in params.items()}
+    hooks = build_step_hooks(conf, model, opt)
+    assert hooks[0].mode == "gradient"
+    for h in hooks:
+        h.on_epoch_start(1)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 2, 5, 5, generator=g, dtype=torch.float64), torch.randint(0, 3, (6,), generator=g)
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    grads = {n: p.grad.clone() for n, p in params.items()}
+    for h in hooks:
+        h.before_step(0, 4)
+    opt.step()
+    for h in hooks:
+        h.after_step()
+    for n, p in params.items():
+        expected = before[n] - 0.1 * (0.9 * buf[n] + 4.0 * grads[n])
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-10, atol=1e-14, msg=n)
+        assert not torch.allclose(expected, before[n] - 0.1 * 4.0 * (0.9 * buf[n] + grads[n]))
+
+
+def test_modes_agree_without_momentum(tmp_path):
+    write_reference(tmp_path, reference_from(net(), 2, scale=0.5))
+    models = []
+    for mode in ("update", "gradient"):
+        model = net()
+        conf = cfg(reference=str(tmp_path), momentum=0.0, weight_decay=0.0, lr_correction_mode=mode)
+        opt = build_optimizer(model, conf)
+        one_step(model, opt, build_step_hooks(conf, model, opt))
+        models.append(model)
+    for (n, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15, msg=n)
+
+
+def test_unknown_lr_correction_mode(tmp_path):
+    model = net()
+    write_reference(tmp_path, reference_from(model, 2))
+    conf = cfg(reference=str(tmp_path), lr_correction_mode="buffer")
+    with pytest.raises(ValueError, match="lr_correction_mode='buffer'.*update, gradient"):
+        build_step_hooks(conf, model, build_optimizer(model, conf))

@@ -15,6 +15,9 @@ ARMS = {
     "wd_lr_correction": "WD off + LR correction",
     "wd_norm_schedule": "Norm schedule",
 }
+# Beyond the paper: not run by `run`, but reported by `discover` when its runs exist
+# (`scripts/train.py -m experiment=wd_lr_correction_grad seed=0,1,2 ...`).
+EXTRA_ARMS = {"wd_lr_correction_grad": "LR correction, gradient mode"}
 
 
 def arm_configs(compose: Callable, profile: str, seeds: list[int], overrides: list[str]):
@@ -39,7 +42,7 @@ def run(compose: Callable, profile: str, seeds: list[int], overrides: list[str])
 def discover(exp_dir: Path) -> dict[str, list[Path]]:
     """{arm label: run dirs} of an experiment directory, from the run names (``<arm>_s<seed>``)."""
     arms: dict[str, list[Path]] = {}
-    for arm, label in ARMS.items():
+    for arm, label in {**ARMS, **EXTRA_ARMS}.items():
         found = sorted(p for p in Path(exp_dir).glob(f"{arm}_s*") if p.name[len(arm) + 2:].isdigit())
         if found:
             arms[label] = found

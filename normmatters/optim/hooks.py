@@ -81,7 +81,7 @@ def build_step_hooks(cfg: Any, model: nn.Module, optimizer: torch.optim.Optimize
     reference = ReferenceNorms(cfg_get(cfg, "reference"), params, int(epochs), purpose=control)
     _invariant_groups_check(optimizer, params, control)
     if control == "lr_correction":
-        return [LRCorrection(params, reference)]
+        return [LRCorrection(params, reference, mode=str(cfg_get(cfg, "lr_correction_mode", "update")))]
     schedule = str(cfg_get(cfg, "schedule", "step"))
     if schedule not in ("step", "constant"):
         raise ValueError(f"norm_schedule replaces a step LR schedule; got schedule={schedule!r} "

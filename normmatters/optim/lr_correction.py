@@ -24,6 +24,18 @@ With weight decay λ on these weights (not the paper's arm: there they get none)
 per-channel LR would do to coupled L2 decay; the momentum buffer is left untouched in every case.
 It would *not* be a per-channel LR for an optimizer whose state holds η-scaled steps (e.g. the
 ``v ← μv + ηg`` momentum form) or whose step is not linear in η; use it with SGD.
+
+Where the factor enters, with momentum (``mode``):
+
+- ``"update"`` (default; the authors' ``SGDWDMimic``): the momentum buffer holds raw gradients
+  and the *current* s_c multiplies the whole step, w ← w − η·s_c(t)·Σ μ^k g(t−k).
+- ``"gradient"``: s_c multiplies the gradient before it enters the buffer,
+  w ← w − η·Σ μ^k s_c(t−k)·g(t−k), i.e. the ``v ← μv + η̂g`` form of a per-channel LR.
+
+Both equal SGD with LR η̂ without momentum. They differ when ‖w_c‖ moves fast: a raw gradient
+scales as 1/‖w_c‖, so in "update" mode a buffer filled while the norm was small, times a factor
+∝ ‖w_c‖² now, gives a relative step that grows with the norm (a feedback loop); in "gradient" mode
+each buffered term keeps the relative size it had when it was added.
 """
 from __future__ import annotations
 
@@ -32,6 +44,8 @@ from typing import Mapping
 import torch
 
 from .reference import ReferenceNorms
+
+MODES = ("update", "gradient")
 
 
 @torch.no_grad()
@@ -58,9 +72,12 @@ class LRCorrection:
     ``last_scale`` holds {name: s_c tensor} (useful for logging).
     """
 
-    def __init__(self, params: Mapping[str, torch.nn.Parameter], reference: ReferenceNorms):
+    def __init__(self, params: Mapping[str, torch.nn.Parameter], reference: ReferenceNorms, mode: str = "update"):
+        if mode not in MODES:
+            raise ValueError(f"lr_correction_mode={mode!r} is not valid; valid: {', '.join(MODES)}")
         self.params = dict(params)
         self.reference = reference
+        self.mode = mode
         self.epoch: int | None = None
         self.last_scale: dict[str, torch.Tensor] = {}
         self._old: dict[str, torch.Tensor] = {}
@@ -79,10 +96,16 @@ class LRCorrection:
         for name, p in self.params.items():
             ref = self.reference.at(name, self.epoch, frac, like=p)
             self.last_scale[name] = channel_sq_norms(p) / ref.pow(2)
-            self._old[name] = p.detach().clone()
+            if self.mode == "gradient":
+                if p.grad is not None:
+                    p.grad.mul_(_per_channel(self.last_scale[name], p.grad))
+            else:
+                self._old[name] = p.detach().clone()
 
     @torch.no_grad()
     def after_step(self) -> None:
+        if self.mode == "gradient":
+            return
         if not self._old:
             raise RuntimeError("LRCorrection.after_step called without before_step")
         for name, p in self.params.items():

@@ -11,6 +11,7 @@ DATASETS = ("cifar10", "cifar100", "imagenet")
 WD_SCOPES = ("all", "all_but_last", "last_only", "none")
 SCHEDULES = ("step", "cosine", "constant")
 CONTROLS = ("none", "lr_correction", "norm_schedule")
+LR_CORRECTION_MODES = ("update", "gradient")
 AUTOCAST = (None, "bfloat16", "float16")
 NORM_DTYPES = (None, "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -84,6 +85,8 @@ def _validate_optim(optim) -> None:
     _one_of("optim.wd_scope", optim.wd_scope, WD_SCOPES)
     _one_of("optim.schedule", optim.schedule, SCHEDULES)
     _one_of("optim.control", optim.control, CONTROLS)
+    # optional, absent from configs/optim so that older run configs stay identical
+    _one_of("optim.lr_correction_mode", optim.get("lr_correction_mode") or "update", LR_CORRECTION_MODES)
     if optim.control != "none" and optim.reference is None:
         raise ValueError(f"optim.control={optim.control!r} needs optim.reference=<run dir of the reference (WD on) run>")
     if any(not isinstance(m, int) or m < 1 for m in optim.milestones):
