@@ -152,3 +152,18 @@ def test_norm_dynamics_reads_channel_tables(tmp_path):
     fig = plot_norm_dynamics(arms)
     assert len(fig.axes) == 3 and len(fig.axes[0].get_lines()) == 2
     fig.savefig(tmp_path / "norms.png")
+
+
+def test_paired_final_gaps_pair_by_seed(arms):
+    from normmatters.plots import paired_final_gaps, paired_markdown
+    gaps = paired_final_gaps(arms)
+    assert list(gaps.columns) == [0, 1, "mean"] and "WD on" not in gaps.index
+    assert gaps.loc["WD off", 0] == pytest.approx(89.2 - 90.4) and gaps.loc["WD off", 1] == pytest.approx(89.4 - 90.6)
+    assert gaps.loc["WD off", "mean"] == pytest.approx(-1.2)
+    # the diverged seed-1 norm-schedule run is left out, not paired
+    assert gaps.loc["Norm schedule", 0] == pytest.approx(-0.1) and math.isnan(gaps.loc["Norm schedule", 1])
+    assert gaps.loc["Norm schedule", "mean"] == pytest.approx(-0.1)
+    text = paired_markdown(gaps)
+    assert "| WD off | -1.20 | -1.20 | -1.20 |" in text and "| seed 0 | seed 1 | mean |" in text
+    with pytest.raises(ValueError, match="needs a 'WD on' arm"):
+        paired_final_gaps({"WD off": arms["WD off"]})

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from normmatters.plots import claims_markdown, plot_norm_dynamics, plot_wd_arms, wd_claims
+from normmatters.plots import (claims_markdown, paired_final_gaps, paired_markdown, plot_norm_dynamics, plot_wd_arms,
+                               wd_claims)
 from normmatters.runs import atomic_write_bytes
 
 
@@ -16,7 +17,9 @@ def write_wd_report(arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[P
     atomic_write_bytes(figure, lambda p: plot_wd_arms(arms).savefig(p, dpi=150, format="png"))
     atomic_write_bytes(norms, lambda p: plot_norm_dynamics(arms).savefig(p, dpi=120, format="png"))
     claims = wd_claims(arms)
-    text = claims_markdown(claims)
+    text = claims_markdown(claims) + (
+        "\nFinal test accuracy minus that of the WD-on run with the same seed (points):\n\n"
+        + paired_markdown(paired_final_gaps(arms)))
     table_md, table_csv = out_dir / "claims.md", out_dir / "claims.csv"
     atomic_write_bytes(table_md, lambda p: Path(p).write_text(text + "\n"))
     atomic_write_bytes(table_csv, lambda p: claims.to_csv(p))

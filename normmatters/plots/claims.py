@@ -189,3 +189,35 @@ def claims_markdown(claims: pd.DataFrame, digits: int = 2) -> str:
         f"{claims.attrs.get('track_tol', float('nan')):.2f} points of WD on's {after}. "
         "✓/✗: whether that verdict agrees with the poster.")
     return "\n".join(lines) + "\n"
+
+
+def paired_final_gaps(arms: Mapping[str, Iterable[str | Path]]) -> pd.DataFrame:
+    """Final test accuracy of each run minus that of the WD-on run with the same seed.
+
+    Rows: arms; columns: seeds (from meta.json), plus ``mean``; NaN where a seed is missing or
+    diverged. Pairing by seed removes what an arm shares with its own reference run (the
+    initialization, and the norms the corrections read), which pooled means do not.
+    """
+    loaded = load_arms(arms)
+    if WD_ON not in loaded:
+        raise ValueError(f"paired_final_gaps needs a {WD_ON!r} arm; got arms: {', '.join(loaded) or 'none'}")
+
+    def finals(arm: ArmCurves) -> dict:
+        return {r.seed: float(r.acc.dropna().iloc[-1]) for r in arm.healthy if r.acc.notna().any()}
+
+    ref = finals(loaded[WD_ON])
+    table = pd.DataFrame({label: {s: acc - ref[s] for s, acc in finals(arm).items() if s in ref}
+                          for label, arm in loaded.items() if label != WD_ON}).T
+    table = table.reindex(columns=sorted(table.columns, key=str))
+    table["mean"] = table.mean(axis=1)
+    return table
+
+
+def paired_markdown(gaps: pd.DataFrame, digits: int = 2) -> str:
+    """A markdown table of :func:`paired_final_gaps`."""
+    cols = list(gaps.columns)
+    head = "| Arm | " + " | ".join(f"seed {c}" if c != "mean" else "mean" for c in cols) + " |"
+    lines = [head, "|---|" + "---|" * len(cols)]
+    for arm, row in gaps.iterrows():
+        lines.append(f"| {arm} | " + " | ".join(_fmt(row[c], digits, sign=True) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
