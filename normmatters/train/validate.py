@@ -6,12 +6,13 @@ from pathlib import Path
 
 import torch
 
+from normmatters.optim.lr_correction import MODES as LR_CORRECTION_MODES
+from normmatters.optim.param_groups import CONTROLS
+
 WEIGHT_NORMS = ("none", "wn", "bwn")
 DATASETS = ("cifar10", "cifar100", "imagenet")
 WD_SCOPES = ("all", "all_but_last", "last_only", "none")
 SCHEDULES = ("step", "cosine", "constant")
-CONTROLS = ("none", "lr_correction", "norm_schedule")
-LR_CORRECTION_MODES = ("update", "gradient")
 AUTOCAST = (None, "bfloat16", "float16")
 NORM_DTYPES = (None, "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
