@@ -73,7 +73,9 @@ def first_milestone(reference: ArmCurves) -> float | None:
 
 
 def _finals(arm: ArmCurves) -> pd.Series:
-    return pd.Series([float(r.acc.dropna().iloc[-1]) for r in arm.healthy if r.acc.notna().any()], dtype=float)
+    """Final test accuracy of each non-diverged run, indexed by seed."""
+    return pd.Series({r.seed: float(r.acc.dropna().iloc[-1]) for r in arm.healthy if r.acc.notna().any()},
+                     dtype=float)
 
 
 def wd_claims(arms: Mapping[str, Iterable[str | Path]], milestone: float | None = None,
@@ -201,14 +203,10 @@ def paired_final_gaps(arms: Mapping[str, Iterable[str | Path]]) -> pd.DataFrame:
     loaded = load_arms(arms)
     if WD_ON not in loaded:
         raise ValueError(f"paired_final_gaps needs a {WD_ON!r} arm; got arms: {', '.join(loaded) or 'none'}")
-
-    def finals(arm: ArmCurves) -> dict:
-        return {r.seed: float(r.acc.dropna().iloc[-1]) for r in arm.healthy if r.acc.notna().any()}
-
-    ref = finals(loaded[WD_ON])
-    table = pd.DataFrame({label: {s: acc - ref[s] for s, acc in finals(arm).items() if s in ref}
-                          for label, arm in loaded.items() if label != WD_ON}).T
-    table = table.reindex(columns=sorted(table.columns, key=str))
+    ref = _finals(loaded[WD_ON])
+    table = pd.DataFrame({label: _finals(arm) - ref for label, arm in loaded.items() if label != WD_ON}).T
+    seed_order = sorted(table.columns, key=lambda c: (isinstance(c, str), str(c) if isinstance(c, str) else c))
+    table = table.reindex(columns=seed_order)
     table["mean"] = table.mean(axis=1)
     return table
 
