@@ -8,6 +8,7 @@ A run directory holds:
     steps.parquet    one row per logged step (every train.log_every): train loss/accuracy, lr
     layers.parquet   one row per (logged step, scale-invariant weight): norm, effective step, angle
     channels.parquet one row per (epoch, weight, output channel): the channel's L2 norm
+    channel_steps.parquet  optional (train.log_channels_every=K): the same every K steps
     checkpoint.pt    latest end-of-epoch state (not part of results/)
     wandb/           the wandb (offline) run
 
@@ -22,12 +23,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 CONFIG = "config.yaml"
 META = "meta.json"
 CHECKPOINT = "checkpoint.pt"
-TABLES = ("epochs", "steps", "layers", "channels")
+TABLES = ("epochs", "steps", "layers", "channels", "channel_steps")
 STATUSES = ("running", "finished", "diverged")
 
 
@@ -100,3 +102,24 @@ def channel_norms(run_dir: str | Path) -> dict[int, dict[str, pd.Series]]:
     for (epoch, param), group in frame.groupby(["epoch", "param"], sort=True):
         out.setdefault(int(epoch), {})[str(param)] = group.set_index("channel")["norm"].sort_index()
     return out
+
+
+def channel_norm_steps(run_dir: str | Path) -> tuple[list[int], dict[str, np.ndarray]]:
+    """Per-step channel norms of a run logged with ``train.log_channels_every``:
+    (global steps after which they were taken, {param name: array (steps, channels)})."""
+    frame = read_table(run_dir, "channel_steps")
+    steps = sorted(int(s) for s in frame["step"].unique())
+    out = {}
+    for param, group in frame.groupby("param", sort=True):
+        table = group.pivot(index="step", columns="channel", values="norm").sort_index()
+        out[str(param)] = table.reindex(steps).to_numpy(dtype=np.float64)
+    return steps, out
+
+
+def steps_per_epoch(run_dir: str | Path) -> int:
+    """Optimizer steps in one epoch of a run, from its epochs table (global step at the end of epoch 1)."""
+    frame = read_table(run_dir, "epochs")
+    first = frame[frame["epoch"] == 1]
+    if first.empty:
+        raise ValueError(f"run {run_dir} has no epoch-1 row in its epochs table; cannot tell its steps per epoch")
+    return int(first["step"].iloc[0])

@@ -107,3 +107,31 @@ def test_discover_finds_the_arms_and_the_extra_arm(tmp_path):
     assert found == {"WD on": ["wd_on_s0", "wd_on_s1"], "WD off": ["wd_off_s0"],
                      "WD off + LR correction": ["wd_lr_correction_s0"], "Norm schedule": ["wd_norm_schedule_s0"],
                      "LR correction, gradient mode": ["wd_lr_correction_grad_s0"]}
+
+
+@pytest.mark.parametrize("experiment,control,mode,timing,reference", [
+    ("wd_lr_correction", "lr_correction", "update", "end_of_epoch", "wd_on_s3"),      # the published method
+    ("wd_lr_correction_interp", "lr_correction", "update", "interpolate", "wd_on_s3"),
+    ("wd_lr_correction_grad", "lr_correction", "gradient", "end_of_epoch", "wd_on_s3"),
+    ("wd_lr_correction_grad_interp", "lr_correction", "gradient", "interpolate", "wd_on_s3"),
+    ("wd_lr_correction_per_step", "lr_correction", "update", "per_step", "wd_on_steplog_s3"),
+    ("wd_norm_schedule", "norm_schedule", None, "end_of_epoch", "wd_on_s3"),
+    ("wd_norm_schedule_interp", "norm_schedule", None, "interpolate", "wd_on_s3"),
+])
+def test_experiment_variants_name_their_options(compose, experiment, control, mode, timing, reference):
+    cfg = compose([f"experiment={experiment}", "profile=cpu", "seed=3"])
+    assert (cfg.optim.control, cfg.optim.lr_correction_mode, cfg.optim.reference_timing) == (control, mode, timing)
+    assert cfg.optim.reference.endswith(f"wd_vgg11_cpu/{reference}") and cfg.optim.wd_scope == "last_only"
+    assert cfg.run_tag == f"{experiment}_s3"
+    if experiment != "wd_lr_correction_per_step":
+        assert experiment in wd_lr.ARMS or experiment in wd_lr.EXTRA_ARMS
+
+
+def test_wd_on_and_off_configs_leave_the_new_keys_null(compose):
+    """Runs made before reference_timing / lr_correction_mode / log_channels_every existed have no such
+    keys in config.yaml; null here keeps their configs identical to today's (no spurious conflict)."""
+    for experiment in ("wd_on", "wd_off"):
+        cfg = compose([f"experiment={experiment}", "profile=cpu"])
+        assert cfg.optim.reference_timing is None and cfg.optim.lr_correction_mode is None
+        assert cfg.train.log_channels_every is None
+    assert compose(["experiment=wd_on_steplog"]).train.log_channels_every == 10

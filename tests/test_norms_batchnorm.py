@@ -12,6 +12,18 @@ from normmatters.norms import C_L1, LpBatchNorm, build_norm, c_linf
 LP_KINDS = ("l1", "linf", "topk", "mean")
 
 
+def c_linf_formula(n: int) -> float:
+    """PAPER.md §3, written out here: C_L∞(n) = ½(1 + √(π·ln 4)) / √(2·ln n)."""
+    return 0.5 * (1.0 + math.sqrt(math.pi * math.log(4.0))) / math.sqrt(2.0 * math.log(n))
+
+
+@pytest.mark.parametrize("n,expected", [(2, 1.3108878255967675), (10, 0.7192343426424046),
+                                        (1000, 0.41525014133501587), (8192, 0.36357486704389547)])
+def test_c_linf_against_the_formula(n, expected):
+    assert c_linf_formula(n) == pytest.approx(expected, rel=1e-14)
+    assert c_linf(n) == pytest.approx(expected, rel=1e-12)
+
+
 def reference(x: torch.Tensor, kind: str, weight, bias, eps: float, k: int = 10, constant=None):
     """PAPER.md §3 written out in float64 on a (C, n) view; returns (y, mean, scale-or-var)."""
     xd = x.double()
@@ -28,9 +40,9 @@ def reference(x: torch.Tensor, kind: str, weight, bias, eps: float, k: int = 10,
         if kind == "l1":
             stat = (constant or C_L1) * d.abs().mean(1, keepdim=True)
         elif kind == "linf":
-            stat = (constant or c_linf(n)) * d.abs().max(1, keepdim=True).values
+            stat = (constant or c_linf_formula(n)) * d.abs().max(1, keepdim=True).values
         else:
-            stat = (constant or c_linf(n)) * d.abs().topk(k, dim=1).values.mean(1, keepdim=True)
+            stat = (constant or c_linf_formula(n)) * d.abs().topk(k, dim=1).values.mean(1, keepdim=True)
         y = d / (stat + eps)
     if weight is not None and kind != "mean":
         y = y * weight.double().view(-1, 1)
@@ -136,7 +148,7 @@ def test_gaussian_output_std(kind):
     if kind == "l1":
         assert torch.all((std - 1).abs() < 0.05), std
     else:
-        expected = 1.0 / (c_linf(n) * _expected_topk_abs_normal(n, 1 if kind == "linf" else 10))
+        expected = 1.0 / (c_linf_formula(n) * _expected_topk_abs_normal(n, 1 if kind == "linf" else 10))
         assert abs(std.mean().item() / expected - 1) < 0.05, (std.mean().item(), expected)
 
 

@@ -138,14 +138,15 @@ def test_half_reference_norms_make_each_channel_step_four_times_larger(tmp_path,
             torch.testing.assert_close(opt.state[p]["momentum_buffer"], plain_opt.state[q]["momentum_buffer"])
 
 
-def test_per_channel_interpolated_scale(tmp_path):
-    """Channel c with reference rows r0 (epoch 1) and r1 (epoch 2), halfway through epoch 2:
-    scale = ||w||² / ((r0 + r1)/2)²."""
+@pytest.mark.parametrize("timing", ["end_of_epoch", "interpolate", None])
+def test_per_channel_scale_by_reference_timing(tmp_path, timing):
+    """Channel c with reference rows r1 (end of epoch 1) and r2 (end of epoch 2), halfway through
+    epoch 2: scale = ||w||² / r2² (end_of_epoch, the default) or ||w||² / ((r1 + r2)/2)² (interpolate)."""
     model = net()
     g = torch.Generator().manual_seed(3)
     factors = {n: torch.rand(3, p.shape[0], generator=g, dtype=torch.float64) + 0.5
                for n, p in scale_invariant_weights(model).items()}
-    conf = cfg(reference=str(tmp_path), momentum=0.0)
+    conf = cfg(reference=str(tmp_path), momentum=0.0, reference_timing=timing)
     write_reference(tmp_path, reference_from(model, 2, scale=factors))
     opt = build_optimizer(model, conf)
     plain = copy.deepcopy(model)
@@ -155,20 +156,21 @@ def test_per_channel_interpolated_scale(tmp_path):
     one_step(plain, plain_opt, [], epoch=2)
     corrected, sgd = updates(model, plain, before)
     for name, f in factors.items():
-        expected = 1.0 / (0.5 * (f[1] + f[2])) ** 2
+        expected = 1.0 / (0.5 * (f[1] + f[2]) if timing == "interpolate" else f[2]) ** 2
         torch.testing.assert_close(corrected[name], expected.view(-1, 1, 1, 1) * sgd[name], rtol=1e-9, atol=1e-15)
 
 
 # ---------------------------------------------------------------- norm schedule
 
-def test_norm_schedule_projects_to_reference_times_sqrt10_per_missed_drop(tmp_path):
+@pytest.mark.parametrize("timing", ["end_of_epoch", "interpolate"])
+def test_norm_schedule_projects_to_reference_times_sqrt10_per_missed_drop(tmp_path, timing):
     model = net()
     g = torch.Generator().manual_seed(5)
     factors = {n: torch.rand(3, p.shape[0], generator=g, dtype=torch.float64) + 0.5
                for n, p in scale_invariant_weights(model).items()}
     ref = write_reference(tmp_path, reference_from(model, 2, scale=factors))
     base = {n: norms(p) for n, p in scale_invariant_weights(model).items()}
-    conf = cfg(control="norm_schedule", reference=str(ref), milestones=[1])
+    conf = cfg(control="norm_schedule", reference=str(ref), milestones=[1], reference_timing=timing)
     opt = build_optimizer(model, conf)
     hooks = build_step_hooks(conf, model, opt)
     assert len(hooks) == 1 and isinstance(hooks[0], NormSchedule)
@@ -176,10 +178,13 @@ def test_norm_schedule_projects_to_reference_times_sqrt10_per_missed_drop(tmp_pa
     one_step(model, opt, hooks, epoch=1, k=3, steps=4)
     for n, p in scale_invariant_weights(model).items():
         torch.testing.assert_close(norms(p), base[n] * factors[n][1], rtol=1e-12, atol=0)
-    # first step of epoch 2 (after milestone 1): interpolated 1/4 of the way to row 2, times sqrt(10)
+    # first step of epoch 2 (after milestone 1), times sqrt(10): row 2 (end_of_epoch) or 1/4 of the
+    # way from row 1 to row 2 (interpolate)
     one_step(model, opt, hooks, epoch=2, k=0, steps=4)
     for n, p in scale_invariant_weights(model).items():
-        target = base[n] * (0.75 * factors[n][1] + 0.25 * factors[n][2]) * math.sqrt(10)
+        f = factors[n]
+        row = f[2] if timing == "end_of_epoch" else 0.75 * f[1] + 0.25 * f[2]
+        target = base[n] * row * math.sqrt(10)
         torch.testing.assert_close(norms(p), target, rtol=1e-12, atol=0)
     # the invariant group stays at the base LR while the scheduler drops the others
     sched = build_scheduler(opt, conf, steps_per_epoch=4, epochs=2)

@@ -157,6 +157,9 @@ BAD_OVERRIDES = [
     (["data.batch_size=0"], "data.batch_size=0"),
     (["data.path=/nonexistent/cifar"], "/nonexistent/cifar"),
     (["optim.control=lr_correction"], "optim.reference"),
+    (["optim.reference_timing=later"], "optim.reference_timing='later'"),
+    (["optim.lr_correction_mode=buffer"], "optim.lr_correction_mode='buffer'"),
+    (["train.log_channels_every=0"], "train.log_channels_every=0"),
 ]
 
 
@@ -231,6 +234,20 @@ def test_training_options_run(tiny_cifar, tmp_path, compose, extra):
     final = train(cfg)
     assert final["status"] == "finished" and final["train_loss"] > 0
     assert (runs.read_table(cfg.run_dir, "channels")["norm"] > 0).all()
+
+
+def test_per_step_channel_norms_are_logged_on_request(tiny_cifar, tmp_path, compose):
+    cfg = compose(tiny(tiny_cifar, tmp_path, "train.epochs=2", "wandb.mode=disabled", "train.log_channels_every=3"))
+    train(cfg)
+    frame = runs.read_table(cfg.run_dir, "channel_steps")
+    total = int(runs.read_table(cfg.run_dir, "epochs")["step"].max())
+    assert sorted(frame["step"].unique()) == list(range(3, total + 1, 3))
+    steps, tables = runs.channel_norm_steps(cfg.run_dir)
+    epoch_rows = runs.channel_norms(cfg.run_dir)
+    for name, table in tables.items():  # at the last step, the per-step row is the end-of-run row
+        if total % 3 == 0:
+            assert table[-1].tolist() == pytest.approx(epoch_rows[2][name].tolist(), rel=1e-6)
+        assert table.shape == (len(steps), len(epoch_rows[0][name]))
 
 
 @pytest.mark.compile

@@ -15,9 +15,16 @@ ARMS = {
     "wd_lr_correction": "WD off + LR correction",
     "wd_norm_schedule": "Norm schedule",
 }
-# Beyond the paper: not run by `run`, but reported by `discover` when its runs exist
-# (`scripts/train.py -m experiment=wd_lr_correction_grad seed=0,1,2 ...`).
-EXTRA_ARMS = {"wd_lr_correction_grad": "LR correction, gradient mode"}
+# Variants that separate the causes of a runaway (README, "Reference timing and momentum"): not run
+# by `run`, but reported by `discover` when their runs exist
+# (`scripts/train.py -m experiment=wd_lr_correction_interp seed=0,1,2,3 ...`).
+EXTRA_ARMS = {
+    "wd_lr_correction_interp": "LR correction, interpolated reference",
+    "wd_lr_correction_grad": "LR correction, gradient mode",
+    "wd_lr_correction_grad_interp": "LR correction, gradient mode, interpolated reference",
+    "wd_lr_correction_per_step": "LR correction, per-step reference",
+    "wd_norm_schedule_interp": "Norm schedule, interpolated reference",
+}
 
 
 def arm_configs(compose: Callable, profile: str, seeds: list[int], overrides: list[str]):

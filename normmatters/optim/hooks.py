@@ -64,7 +64,9 @@ def build_step_hooks(cfg: Any, model: nn.Module, optimizer: torch.optim.Optimize
     """Hooks for ``cfg.control``: "none" → [], "lr_correction" → [LRCorrection],
     "norm_schedule" → [NormSchedule].
 
-    Both controls read ``cfg.reference`` (the WD-on run directory) and need ``cfg.epochs``;
+    Both controls read ``cfg.reference`` (the WD-on run directory) at ``cfg.reference_timing``
+    (default "end_of_epoch", the authors') and need ``cfg.epochs``; "lr_correction" reads
+    ``cfg.lr_correction_mode`` (default "update") and needs a :class:`ChannelSGD` optimizer;
     everything is validated here, before training starts, raising a one-line ``ValueError``.
     """
     control = str(cfg_get(cfg, "control", "none"))
@@ -78,10 +80,11 @@ def build_step_hooks(cfg: Any, model: nn.Module, optimizer: torch.optim.Optimize
     epochs = cfg_get(cfg, "epochs")
     if epochs is None:
         raise ValueError(f"{control}: config needs `epochs` to check the reference run")
-    reference = ReferenceNorms(cfg_get(cfg, "reference"), params, int(epochs), purpose=control)
+    reference = ReferenceNorms(cfg_get(cfg, "reference"), params, int(epochs), purpose=control,
+                               timing=str(cfg_get(cfg, "reference_timing", "end_of_epoch")))
     _invariant_groups_check(optimizer, params, control)
     if control == "lr_correction":
-        return [LRCorrection(params, reference, mode=str(cfg_get(cfg, "lr_correction_mode", "update")))]
+        return [LRCorrection(params, reference, optimizer, mode=str(cfg_get(cfg, "lr_correction_mode", "update")))]
     schedule = str(cfg_get(cfg, "schedule", "step"))
     if schedule not in ("step", "constant"):
         raise ValueError(f"norm_schedule replaces a step LR schedule; got schedule={schedule!r} "

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from normmatters.dynamics.weight_stats import scale_invariant_weights
 
 from ._cfg import cfg_get, unwrap_model
+from .channel_sgd import ChannelSGD
 
 WD_SCOPES = ("all", "all_but_last", "last_only", "none")
 CONTROLS = ("none", "lr_correction", "norm_schedule")
@@ -103,8 +103,9 @@ def build_param_groups(model: nn.Module, lr: float, weight_decay: float, wd_scop
     return groups
 
 
-def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.SGD:
-    """SGD over :func:`build_param_groups` from ``cfg``.
+def build_optimizer(model: nn.Module, cfg: Any) -> ChannelSGD:
+    """SGD (:class:`ChannelSGD`: plain ``torch.optim.SGD`` until a hook sets per-channel LRs) over
+    :func:`build_param_groups` from ``cfg``.
 
     Keys (dict or DictConfig): ``lr``, ``momentum`` (0.9), ``nesterov`` (False), ``weight_decay``
     (0), ``wd_scope`` ("all"), ``control`` ("none"; "norm_schedule" keeps the invariant group at
@@ -122,5 +123,5 @@ def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.SGD:
         invariant_lr_mult=float(cfg_get(cfg, "invariant_lr_mult", 1.0)),
         invariant_wd_mult=float(cfg_get(cfg, "invariant_wd_mult", 1.0)),
         invariant_scheduled=control != "norm_schedule")
-    return torch.optim.SGD(groups, lr=float(lr), momentum=float(cfg_get(cfg, "momentum", 0.9)),
+    return ChannelSGD(groups, lr=float(lr), momentum=float(cfg_get(cfg, "momentum", 0.9)),
                            nesterov=bool(cfg_get(cfg, "nesterov", False)))

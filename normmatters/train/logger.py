@@ -8,7 +8,7 @@ import pandas as pd
 
 from normmatters import runs
 
-ROW_TABLES = ("epochs", "steps", "layers", "channels")
+ROW_TABLES = runs.TABLES
 
 
 class RunLogger:

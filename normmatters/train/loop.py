@@ -198,6 +198,9 @@ def _train_epoch(run: Run, epoch: int) -> dict | None:
             hook.after_step()
         run.scheduler.step()
         run.step += 1
+        every = cfg.train.get("log_channels_every")
+        if every and run.step % every == 0:
+            run.logger.add("channel_steps", channel_norm_rows(run.weights, epoch=epoch, step=run.step))
         batch = torch.stack([loss.detach().float() * len(y), (out.argmax(1) == y).sum().float(),
                              torch.tensor(float(len(y)), device=run.device)])
         total += batch

@@ -8,6 +8,7 @@ import torch
 
 from normmatters.optim.lr_correction import MODES as LR_CORRECTION_MODES
 from normmatters.optim.param_groups import CONTROLS
+from normmatters.optim.reference import TIMINGS as REFERENCE_TIMINGS
 
 WEIGHT_NORMS = ("none", "wn", "bwn")
 DATASETS = ("cifar10", "cifar100", "imagenet")
@@ -62,6 +63,9 @@ def validate(cfg) -> None:
         raise ValueError(f"train.epochs={cfg.train.epochs!r} is not valid; it must be an integer >= 1")
     if not isinstance(cfg.train.log_every, int) or cfg.train.log_every < 1:
         raise ValueError(f"train.log_every={cfg.train.log_every!r} is not valid; it must be an integer >= 1")
+    every = cfg.train.get("log_channels_every")
+    if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
+        raise ValueError(f"train.log_channels_every={every!r} is not valid; use null (off) or an integer >= 1")
     if cfg.train.grad_clip is not None:
         _positive("train.grad_clip", cfg.train.grad_clip)
     writable_root(Path(cfg.out_root))
@@ -86,8 +90,10 @@ def _validate_optim(optim) -> None:
     _one_of("optim.wd_scope", optim.wd_scope, WD_SCOPES)
     _one_of("optim.schedule", optim.schedule, SCHEDULES)
     _one_of("optim.control", optim.control, CONTROLS)
-    # optional, absent from configs/optim so that older run configs stay identical
-    _one_of("optim.lr_correction_mode", optim.get("lr_correction_mode") or "update", LR_CORRECTION_MODES)
+    # null = the authors' choice; null rather than a value so that configs of runs made before
+    # these keys existed (where they are absent) still compare equal
+    _one_of("optim.lr_correction_mode", optim.get("lr_correction_mode"), (None, *LR_CORRECTION_MODES))
+    _one_of("optim.reference_timing", optim.get("reference_timing"), (None, *REFERENCE_TIMINGS))
     if optim.control != "none" and optim.reference is None:
         raise ValueError(f"optim.control={optim.control!r} needs optim.reference=<run dir of the reference (WD on) run>")
     if any(not isinstance(m, int) or m < 1 for m in optim.milestones):
