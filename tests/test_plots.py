@@ -1,9 +1,13 @@
-"""The weight-decay figure and claims, from fake run directories in the real run format."""
+"""The weight-decay figure and claims, from fake run directories in the real run format.
+
+Expected numbers are worked out by hand here (t quantiles as literals), never by the package.
+"""
 from __future__ import annotations
 
 import math
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,22 +17,29 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 
 from normmatters import runs  # noqa: E402
-from normmatters.plots import (ARM_COLORS, claims_markdown, load_run, plot_wd_arms,  # noqa: E402
-                               wd_claims)
+from normmatters.plots import (ARM_COLORS, claims_markdown, load_run, paired_final_gaps,  # noqa: E402
+                               paired_markdown, plot_norm_dynamics, plot_wd_arms, wd_claims)
 
+T975 = {1: 12.706205, 3: 3.182446, 7: 2.364624}  # t_{0.975, df}, from tables
 MILESTONE = 2
 CURVES = {  # arm -> [(seed, test_acc by epoch 1.., status)]
     "WD on": [(0, [50, 60, 85, 88, 89, 90.4], "finished"), (1, [52, 62, 85.5, 88.5, 89.5, 90.6], "finished")],
     "WD off": [(0, [70, 75, 85, 88, 88.5, 89.2], "finished"), (1, [71, 76, 85.5, 88.5, 89, 89.4], "finished")],
     "WD off + LR correction": [(0, [50, 58, 85.2, 88.3, 89.1, 90.4], "finished"),
-                               (1, [50, 60, 85.6, 88.5, 89.3, 90.5], "finished")],
+                               (1, [50, 60, 85.6, 88.4, 89.3, 90.6], "finished")],
     "Norm schedule": [(0, [50, 61, 83.5, 88, 89, 90.3], "finished"), (1, [49, 55], "diverged")],
 }
 
 
-def make_run(run_dir, acc, seed, status, lr0=0.1, milestones=(MILESTONE,), config=True):
+def write_channels(run_dir, norms_by_param, epochs):
+    """channels.parquet with, per epoch and param, the given per-channel norms (a function of the epoch)."""
+    rows = [{"epoch": e, "step": 10 * e, "param": p, "channel": c, "norm": float(v)}
+            for e in epochs for p, f in norms_by_param.items() for c, v in enumerate(f(e))]
+    runs.write_table(run_dir, "channels", pd.DataFrame(rows))
+
+
+def make_run(run_dir, acc, seed, status, lr0=0.1, milestones=(MILESTONE,), config=True, channels=False):
     epochs = list(range(1, len(acc) + 1))
-    # the logger's lr column: the LR in effect after the epoch's last step
     lr = [lr0 * 0.1 ** sum(1 for m in milestones if m < e) for e in epochs]  # row e: LR epoch e used
     frame = pd.DataFrame({"epoch": epochs, "step": [10 * e for e in epochs], "train_loss": 1.0, "train_acc": 50.0,
                           "test_loss": 1.0, "test_acc": [float(a) for a in acc], "lr": lr, "seconds": 1.0})
@@ -36,6 +47,8 @@ def make_run(run_dir, acc, seed, status, lr0=0.1, milestones=(MILESTONE,), confi
     runs.write_meta(run_dir, status=status, seed=seed, data_label="CIFAR-10 (fake)", profile="cpu")
     if config:
         (run_dir / runs.CONFIG).write_text(f"seed: {seed}\noptim:\n  milestones: {list(milestones)}\n  lr: {lr0}\n")
+    if channels:
+        write_channels(run_dir, {"features.0.weight": lambda e: [1.0, 2.0 + e]}, [0, *epochs])
     return run_dir
 
 
@@ -43,74 +56,142 @@ def make_run(run_dir, acc, seed, status, lr0=0.1, milestones=(MILESTONE,), confi
 def arms(tmp_path):
     out = {}
     for arm, seeds in CURVES.items():
-        out[arm] = [make_run(tmp_path / f"{arm.replace(' ', '_')}_s{s}", acc, s, st) for s, acc, st in seeds]
+        out[arm] = [make_run(tmp_path / f"{arm.replace(' ', '_')}_s{s}", acc, s, st, channels=True)
+                    for s, acc, st in seeds]
     return out
 
 
-def test_figure_lines_labels_and_png(arms, tmp_path):
-    fig = plot_wd_arms(arms)
-    ax = fig.axes[0]
-    lines = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
-    for arm in ("WD on", "WD off", "WD off + LR correction"):
-        line = lines[f"{arm} (mean of 2)"]
-        assert to_hex(line.get_color()) == ARM_COLORS[arm] and line.get_linestyle() == "-"
-    expected_on = [(a + b) / 2 for a, b in zip(CURVES["WD on"][0][1], CURVES["WD on"][1][1])]
-    assert list(lines["WD on (mean of 2)"].get_ydata()) == pytest.approx(expected_on)
-    assert list(lines["Norm schedule (1 of 2 seeds)"].get_ydata()) == CURVES["Norm schedule"][0][1]
-    diverged = lines["Norm schedule, seed 1 (diverged after epoch 2)"]
-    assert diverged.get_linestyle() == "--" and list(diverged.get_ydata()) == [49, 55]
-    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
-    assert len(bands) == 3  # min-max bands of the three arms with two healthy seeds
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "paper's final accuracy (≈, poster)" in legend and "WD on (mean of 2)" in legend
-    title = ax.get_title()
-    assert "CIFAR-10 (fake)" in title and "cpu scale" in title
-    assert ax.get_xlabel() == "Epoch" and "Test accuracy" in ax.get_ylabel()
-    png = tmp_path / "wd.png"
-    fig.savefig(png, dpi=60)
-    assert png.stat().st_size > 5000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+# --- the claims: the rule, branch by branch --------------------------------------------------
+
+BASE = [50.0, 60.0, 80.0, 85.0, 88.0, 90.0]  # WD on, epochs 1-6; milestone 2: epochs 3-6 are judged
 
 
-def test_figure_on_given_axes_aliases_and_no_paper(arms):
-    from matplotlib.figure import Figure
-
-    fig = Figure()
-    ax = fig.add_subplot()
-    out = plot_wd_arms({"wd_on": arms["WD on"][:1], "wd_off": arms["WD off"][:1]}, ax=ax, paper_targets=False)
-    assert out is fig
-    labels = [ln.get_label() for ln in ax.get_lines()]
-    assert labels == ["WD on", "WD off"]
-    assert "paper's final accuracy (≈, poster)" not in [t.get_text() for t in ax.get_legend().get_texts()]
+def wd_on_curve(seed):
+    return [a + 0.1 * seed for a in BASE]
 
 
-def test_claims_numbers(arms):
+def arm_curve(seed, final_gap, early=0.0, late=None):
+    """WD on's curve of that seed, `final_gap` points off at the end, `early` at epoch 2, `late` at epoch 4."""
+    acc = wd_on_curve(seed)
+    acc[1] += early
+    acc[3] += late or 0.0
+    acc[-1] += final_gap
+    return acc
+
+
+def build(tmp_path, spec, wd_on_seeds=range(4), wd_on_extra=()):
+    """spec: {label: [(seed, curve, status)]}; WD on: the seeds given, finished, plus `wd_on_extra`."""
+    out = {"WD on": [make_run(tmp_path / f"on_s{s}", wd_on_curve(s), s, "finished") for s in wd_on_seeds]}
+    out["WD on"] += [make_run(tmp_path / f"on_s{s}", wd_on_curve(s), s, st) for s, st in wd_on_extra]
+    for i, (label, seeds) in enumerate(spec.items()):
+        out[label] = [make_run(tmp_path / f"arm{i}_s{s}", acc, s, st) for s, acc, st in seeds]
+    return out
+
+
+def arm(gaps, **kw):
+    return [(s, arm_curve(s, g, **kw), "finished") for s, g in enumerate(gaps)]
+
+
+def test_ci_of_hand_made_gaps_n4(tmp_path):
+    row = wd_claims(build(tmp_path, {"X": arm([-0.2, 0.1, -0.5, 0.3])})).loc["X"]
+    mean = (-0.2 + 0.1 - 0.5 + 0.3) / 4  # -0.075
+    ss = 0.125 ** 2 + 0.175 ** 2 + 0.425 ** 2 + 0.375 ** 2  # 0.3675
+    sd = math.sqrt(ss / 3)  # 0.35
+    half = T975[3] * sd / math.sqrt(4)  # 0.556928
+    assert row["n_paired"] == 4 and row["gap_mean"] == pytest.approx(mean)
+    assert row["gap_sd"] == pytest.approx(0.35)
+    assert row["ci_low"] == pytest.approx(-0.075 - 0.556928, abs=1e-5)
+    assert row["ci_high"] == pytest.approx(mean + half, abs=1e-5)
+    # the lower end falls outside -0.6 while the interval holds 0
+    assert row["verdict"] == "inconclusive" and "CI contains 0" in row["why"]
+
+
+def test_ci_of_hand_made_gaps_n8(tmp_path):
+    gaps = [0.1, 0.3, 0.2, 0.4, 0.0, 0.2, 0.3, 0.1]
+    row = wd_claims(build(tmp_path, {"X": arm(gaps)}, wd_on_seeds=range(8))).loc["X"]
+    sd = math.sqrt((0.01 + 0.01 + 0 + 0.04 + 0.04 + 0 + 0.01 + 0.01) / 7)
+    assert row["n_paired"] == 8 and row["gap_mean"] == pytest.approx(0.2)
+    assert row["gap_sd"] == pytest.approx(sd)
+    assert row["ci_low"] == pytest.approx(0.2 - T975[7] * sd / math.sqrt(8), abs=1e-5)
+    assert row["ci_high"] == pytest.approx(0.2 + T975[7] * sd / math.sqrt(8), abs=1e-5)
+    assert row["ci_low"] > 0  # [0.0905, 0.3095]: inside ±0.6 but not containing 0
+    assert row["verdict"] == "matches WD on" and "(CI excludes 0)" in row["why"]
+
+
+def test_every_verdict_branch(tmp_path):
+    spec = {
+        # 5 points behind at the milestone epoch (not judged), within 0.2 at the end
+        "match": arm([0.1, -0.1, 0.2, 0.0], early=-5.0),
+        "below": arm([-1.0, -1.2, -1.4, -1.2]),
+        # CI [-0.48, -0.27] is within the margin, but 1.5 points behind at epoch 4
+        "below, off track": arm([-0.3, -0.4, -0.35, -0.45], late=-1.5),
+        "above": arm([1.0, 1.2, 1.4, 1.2]),
+        "inconclusive": arm([-0.2, 0.1, -0.5, 0.3]),
+        "diverged": arm([0.0, 0.0, 0.0]) + [(3, BASE[:3], "diverged")],
+        "too few": arm([0.0]) + [(9, BASE, "finished")],  # WD on has no seed 9
+    }
+    c = wd_claims(build(tmp_path, spec))
+    assert c.attrs["milestone"] == MILESTONE and c.attrs["margin"] == 0.6 and c.attrs["track_tol"] == 1.0
+    verdicts = c["verdict"].to_dict()
+    assert verdicts == {"WD on": "reference", "match": "matches WD on", "below": "below WD on",
+                        "below, off track": "below WD on", "above": "above WD on", "inconclusive": "inconclusive",
+                        "diverged": "diverged (1 of 4 runs)", "too few": "too few seeds"}
+    # match: mean 0.05, sd sqrt(0.05/3), CI 0.05 ± 3.182446·0.129099/2
+    assert c.loc["match", "ci_high"] == pytest.approx(0.05 + 3.182446 * math.sqrt(0.05 / 3) / 2, abs=1e-5)
+    assert (c.loc["match", "track_gap"], c.loc["match", "track_gap_epoch"]) == (pytest.approx(0.05), 6)
+    assert "(CI excludes 0)" not in c.loc["match", "why"]
+    assert (c.loc["below, off track", "track_gap"], c.loc["below, off track", "track_gap_epoch"]) == (
+        pytest.approx(1.5), 4)
+    assert c.loc["below, off track", "ci_high"] < 0 and "tracking gap 1.50 > 1.0" in c.loc["below, off track", "why"]
+    assert (c.loc["diverged", "n_seeds"], c.loc["diverged", "n_diverged"], c.loc["diverged", "n_paired"]) == (4, 1, 3)
+    assert c.loc["too few", "n_paired"] == 1 and math.isnan(c.loc["too few", "ci_low"])
+    assert c.loc["match", "agrees_with_paper"] is None and c.loc["match", "paper_verdict"] is None
+
+
+def test_unpaired_and_unfinished_seeds_are_dropped(tmp_path):
+    spec = {"X": arm([0.2, 0.4, 0.0, 0.2]) + [(4, arm_curve(4, -9.0, late=-9.0), "finished"),
+                                               (5, arm_curve(5, -9.0, late=-9.0), "finished"),
+                                               (6, arm_curve(6, 0.0), "running")]}
+    # WD on seed 4 still running, no WD-on seed 5; arm seed 6 still running
+    c = wd_claims(build(tmp_path, spec, wd_on_extra=[(4, "running"), (6, "finished")]))
+    x = c.loc["X"]
+    assert (x["n_seeds"], x["n_unfinished"], x["n_paired"]) == (7, 1, 4)
+    assert x["gap_mean"] == pytest.approx(0.2)
+    sd = math.sqrt((0 + 0.04 + 0.04 + 0) / 3)
+    assert x["ci_low"] == pytest.approx(0.2 - T975[3] * sd / 2, abs=1e-5)
+    assert x["track_gap"] == pytest.approx(0.2)  # seeds 4 and 5 (9 points off) are not paired
+    assert c.loc["WD on", "n_unfinished"] == 1
+    gaps = paired_final_gaps(build(tmp_path / "again", spec, wd_on_extra=[(4, "running"), (6, "finished")]))
+    assert list(gaps.columns) == [0, 1, 2, 3, 4, 5, 6, "mean"]
+    assert gaps.loc["X", [4, 5, 6]].isna().all() and gaps.loc["X", "mean"] == pytest.approx(0.2)
+
+
+def test_paper_arms_and_agreement(arms):
     c = wd_claims(arms)
-    assert c.attrs["milestone"] == MILESTONE
-    assert c.attrs["wd_on_spread"] == pytest.approx(0.2)
-    assert c.attrs["tolerance"] == pytest.approx(0.3)
-    assert c.attrs["track_tol"] == pytest.approx(1.0)
     on, off, lrc, ns = (c.loc[a] for a in CURVES)
     assert on["final_mean"] == pytest.approx(90.5) and on["final_std"] == pytest.approx(math.sqrt(0.02))
-    assert (on["final_min"], on["final_max"], on["n_seeds"]) == (pytest.approx(90.4), pytest.approx(90.6), 2)
-    assert on["verdict"] == "reference"
-    assert off["final_mean"] == pytest.approx(89.3) and off["gap_final"] == pytest.approx(-1.2)
-    assert off["max_gap_after_drop"] == pytest.approx(1.2) and off["max_gap_epoch"] == 6
-    assert off["verdict"] == "does not match WD on" and off["agrees_with_paper"] is True
-    # LR correction: 2 points behind before the drop (epoch 2) does not count
-    assert lrc["max_gap_after_drop"] == pytest.approx(0.15) and lrc["max_gap_epoch"] == 3
-    assert lrc["gap_final"] == pytest.approx(-0.05)
+    assert on["verdict"] == "reference" and on["agrees_with_paper"] is None
+    # WD off: gaps -1.2 and -1.2, sd 0: CI [-1.2, -1.2]
+    assert (off["gap_mean"], off["ci_low"], off["ci_high"]) == (pytest.approx(-1.2),) * 3
+    assert (off["track_gap"], off["track_gap_epoch"]) == (pytest.approx(1.2), 6)
+    assert off["verdict"] == off["paper_verdict"] == "below WD on" and off["agrees_with_paper"] is True
+    # LR correction: gaps 0 and 0; 2 points behind at epoch 2 (the milestone) does not count
+    assert (lrc["track_gap"], lrc["track_gap_epoch"]) == (pytest.approx(0.15), 3)
     assert lrc["verdict"] == "matches WD on" and lrc["agrees_with_paper"] is True
-    # norm schedule: one diverged seed left out; ends within 0.3 but 1.75 behind at epoch 3
-    assert (ns["n_seeds"], ns["n_diverged"]) == (2, 1)
-    assert ns["final_mean"] == pytest.approx(90.3) and ns["final_std"] == 0.0
-    assert ns["ends_within"] and not ns["tracks"]
-    assert ns["max_gap_after_drop"] == pytest.approx(1.75) and ns["max_gap_epoch"] == 3
-    assert ns["verdict"] == "does not match WD on" and ns["agrees_with_paper"] is False
+    # norm schedule: seed 1 diverged
+    assert ns["verdict"] == "diverged (1 of 2 runs)" and ns["paper_verdict"] == "matches WD on"
+    assert ns["agrees_with_paper"] is False and ns["n_paired"] == 1
     assert ns["paper_final"] == 90.3 and ns["paper_gap"] == pytest.approx(-0.2)
 
 
+def test_two_seeds_use_t_with_one_df(tmp_path):
+    row = wd_claims(build(tmp_path, {"X": arm([0.0, -0.1])}, wd_on_seeds=range(2))).loc["X"]
+    half = T975[1] * math.sqrt(0.005) / math.sqrt(2)  # sd of (0, -0.1) = sqrt(0.005)
+    assert row["ci_high"] == pytest.approx(-0.05 + half, abs=1e-5) and row["verdict"] == "inconclusive"
+
+
 def test_claims_milestone_sources_and_errors(arms, tmp_path):
-    assert wd_claims(arms, milestone=3).loc["WD off + LR correction", "max_gap_epoch"] in (4, 5, 6)
+    assert wd_claims(arms, milestone=4).loc["WD off + LR correction", "track_gap_epoch"] in (5, 6)
     # without config.yaml the milestone comes from the logged lr column
     bare = {"WD on": [make_run(tmp_path / "bare_on", CURVES["WD on"][0][1], 0, "finished", config=False)],
             "WD off": [make_run(tmp_path / "bare_off", CURVES["WD off"][0][1], 0, "finished", config=False)]}
@@ -122,12 +203,101 @@ def test_claims_milestone_sources_and_errors(arms, tmp_path):
 def test_markdown_table(arms):
     text = claims_markdown(wd_claims(arms))
     lines = text.splitlines()
-    assert lines[0].startswith("| Arm | Seeds |") and "after epoch 2" in lines[0]
+    assert lines[0].startswith("| Arm | Seeds |") and "Tracking gap after epoch 2 (epoch)" in lines[0]
+    assert "[95 % CI]" in lines[0]
     assert len([ln for ln in lines if ln.startswith("| ")]) == 5
-    assert "| WD on | 2 | 90.50 ± 0.14 [90.40, 90.60] | 90.5 |" in text
-    assert "| Norm schedule | 2 (1 diverged) |" in text
-    assert "matches WD on ✓" in text and "✗" in text
-    assert "max(0.3, WD-on seed spread) = 0.30" in text
+    assert "| WD on | 2 | 90.50 ± 0.14 [90.40, 90.60] | 90.5 | – | – | reference | reference |" in text
+    assert "| WD off | 2 | 89.30 ± 0.14 [89.20, 89.40] | 89.3 | -1.20 [-1.20, -1.20] | 1.20 (6) | below WD on (" in text
+    assert "| below WD on ✓ |" in text and "| matches WD on ✗ |" in text
+    assert "| Norm schedule | 2 (1 diverged) | 90.30 ± – [90.30, 90.30] | 90.3 | -0.10 [–, –] | " in text
+    rule = lines[-1]
+    assert rule.startswith("Rule:") and "±0.6 points" in rule and "1.0 point" in rule and "after epoch 2" in rule
+
+
+def test_paired_final_gaps_pair_by_seed(arms):
+    gaps = paired_final_gaps(arms)
+    assert list(gaps.columns) == [0, 1, "mean"] and "WD on" not in gaps.index
+    assert gaps.loc["WD off", 0] == pytest.approx(89.2 - 90.4) and gaps.loc["WD off", 1] == pytest.approx(89.4 - 90.6)
+    assert gaps.loc["Norm schedule", 0] == pytest.approx(-0.1) and math.isnan(gaps.loc["Norm schedule", 1])
+    text = paired_markdown(gaps)
+    assert "| WD off | -1.20 | -1.20 | -1.20 |" in text and "| seed 0 | seed 1 | mean |" in text
+    with pytest.raises(ValueError, match="needs a 'WD on' arm"):
+        paired_final_gaps({"WD off": arms["WD off"]})
+
+
+# --- the figures ----------------------------------------------------------------------------------
+
+def labelled(ax):
+    return {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+
+
+def test_accuracy_panel(arms, tmp_path):
+    fig = plot_wd_arms(arms)
+    top, gaps = fig.axes[:2]
+    lines = labelled(top)
+    on = lines["WD on: 2 seeds, final 90.5  ·  poster ≈ 90.5"]
+    assert list(on.get_ydata()) == pytest.approx([51, 61, 85.25, 88.25, 89.25, 90.5])
+    for arm in ("WD on", "WD off", "WD off + LR correction"):
+        line = next(ln for name, ln in lines.items() if name.startswith(f"{arm}:"))
+        assert to_hex(line.get_color()) == ARM_COLORS[arm] and line.get_linestyle() == "-"
+    ns = lines["Norm schedule: 1 seed (+1 diverged), final 90.3  ·  poster ≈ 90.3"]
+    assert list(ns.get_ydata()) == CURVES["Norm schedule"][0][1]
+    diverged = lines["Norm schedule, seed 1 (diverged after epoch 2)"]
+    assert diverged.get_linestyle() == "--" and list(diverged.get_ydata()) == [49, 55]
+    assert len([c for c in top.collections if isinstance(c, PolyCollection)]) == 3  # arms with 2 finished seeds
+    low, high = top.get_ylim()
+    assert low <= 49 and 49 - low <= 2 and 90.6 < high <= 92  # first epochs to the top, no poster range
+    assert "LR drop (after epoch 2)" in [t.get_text() for t in top.get_legend().get_texts()]
+    title = fig._suptitle.get_text()
+    assert "CIFAR-10 (fake)" in title and "cpu scale" in title and "seeds 0, 1" in title
+    assert gaps.get_xlabel() == "Epoch" and "Test accuracy" in top.get_ylabel()
+    png = tmp_path / "wd.png"
+    fig.savefig(png, dpi=60)
+    assert png.stat().st_size > 5000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gap_panel(arms):
+    gaps = plot_wd_arms(arms).axes[1]
+    lines = labelled(gaps)
+    assert set(lines) == {"WD off (n = 2)", "WD off + LR correction (n = 2)", "Norm schedule (n = 1)"}
+    # WD off minus WD on, seeds 0 and 1, averaged
+    expected = [(20 + 19) / 2, (15 + 14) / 2, 0.0, 0.0, -0.5, -1.2]
+    assert list(lines["WD off (n = 2)"].get_ydata()) == pytest.approx(expected)
+    # LR correction at epoch 3: gaps 0.2 and 0.1, t-interval 0.15 ± 12.706205·0.0707107/√2
+    blue = ARM_COLORS["WD off + LR correction"]
+    band = next(c for c in gaps.collections if isinstance(c, PolyCollection) and to_hex(c.get_facecolor()[0]) == blue)
+    verts = band.get_paths()[0].vertices
+    at3 = sorted(verts[np.isclose(verts[:, 0], 3.0), 1])
+    half = T975[1] * math.sqrt(0.005) / math.sqrt(2)
+    assert at3[0] == pytest.approx(0.15 - half, abs=1e-5) and at3[-1] == pytest.approx(0.15 + half, abs=1e-5)
+    assert any(ln.get_ydata()[0] == 0 and ln.get_ydata()[-1] == 0 for ln in gaps.get_lines())  # zero line
+    margin = [p for p in gaps.patches if p.get_label().startswith("±0.6")]
+    assert len(margin) == 1 and (margin[0].get_y(), margin[0].get_height()) == (pytest.approx(-0.6), pytest.approx(1.2))
+    assert any(np.allclose(ln.get_xdata(), 2.5) for ln in gaps.get_lines())  # LR drop after epoch 2
+
+
+def test_figure_without_wd_on_or_paper(arms):
+    fig = plot_wd_arms({"wd_off": arms["WD off"][:1], "norm_schedule": arms["Norm schedule"][:1]},
+                       paper_targets=False)
+    assert len(fig.axes) == 1
+    assert sorted(labelled(fig.axes[0])) == ["Norm schedule: 1 seed, final 90.3", "WD off: 1 seed, final 89.2"]
+
+
+def test_variants_only_in_gap_panel_with_own_colours(arms):
+    arms = {**arms, "LR correction, gradient mode": arms["WD off + LR correction"],
+            "Some other variant": arms["WD off"]}
+    fig = plot_wd_arms(arms)
+    assert not any(name.startswith(("LR correction, gradient", "Some other")) for name in labelled(fig.axes[0]))
+    gap_lines = labelled(fig.axes[1])
+    colours = {to_hex(ln.get_color()) for ln in gap_lines.values()}
+    assert len(colours) == len(gap_lines) == 5
+
+
+def test_unfinished_runs_are_left_out_and_said(arms, tmp_path):
+    running = make_run(tmp_path / "on_s2", [10, 20], 2, "running")
+    fig = plot_wd_arms({**arms, "WD on": [*arms["WD on"], running]})
+    assert "WD on: 2 seeds, final 90.5  ·  poster ≈ 90.5" in labelled(fig.axes[0])
+    assert "1 unfinished run not shown" in fig._suptitle.get_text()
 
 
 def test_fraction_accuracies_become_percent(tmp_path):
@@ -135,35 +305,45 @@ def test_fraction_accuracies_become_percent(tmp_path):
     assert list(load_run(run).acc) == pytest.approx([50.0, 80.0, 90.0])
 
 
-def test_norm_dynamics_reads_channel_tables(tmp_path):
-    from normmatters.plots import plot_norm_dynamics, rms_channel_norm
+def test_norm_dynamics(tmp_path):
+    from normmatters.plots import channel_norm_stats
 
+    params = ("features.0.weight", "features.3.weight", "features.10.weight")  # network order, not alphabetical
     arms = {}
-    for arm, growth in (("WD on", 1.0), ("WD off", 2.0)):
-        run_dir = tmp_path / arm
-        rows = [{"epoch": e, "step": e, "param": p, "channel": c, "norm": (c + 1.0) * growth ** e}
-                for e in range(3) for p in ("features.0.weight", "features.10.weight", "features.3.weight")
-                for c in range(2)]
-        runs.write_table(run_dir, "channels", pd.DataFrame(rows))
-        arms[arm] = [run_dir]
-    table = rms_channel_norm(arms["WD off"][0])
-    assert list(table.columns) == ["features.0.weight", "features.10.weight", "features.3.weight"]
-    assert table.loc[2, "features.0.weight"] == pytest.approx(((1 + 4) / 2) ** 0.5 * 4)
+    for label, growth, runaway in (("WD on", 1.0, 1.0), ("WD off", 2.0, 1e6)):
+        arms[label] = []
+        for seed in (0, 1):
+            run_dir = make_run(tmp_path / f"{label}_{seed}", [50, 60, 70], seed, "finished")
+            # three channels: 1, 2 and 3 times growth^e; seed 1 of WD off: channel 2 runs away
+            scale = runaway if seed == 1 else 1.0
+            write_channels(run_dir, {p: (lambda e, s=scale, g=growth: [g ** e, 2 * g ** e, 3 * g ** e * s ** (e > 0)])
+                                     for p in params}, [0, 1, 2, 3])
+            arms[label].append(run_dir)
+    diverged = make_run(tmp_path / "off_2", [50, 10], 2, "diverged")
+    write_channels(diverged, {p: (lambda e: [10.0 ** e] * 3) for p in params}, [0, 1, 2])
+    arms["WD off"].append(diverged)
+    stats = channel_norm_stats(arms["WD off"][1])
+    assert list(stats["median"].columns) == list(params)
+    assert stats["median"].loc[2, "features.3.weight"] == pytest.approx(2 * 4)
+    assert stats["max"].loc[2, "features.3.weight"] == pytest.approx(3 * 4 * 1e6)
     fig = plot_norm_dynamics(arms)
-    assert len(fig.axes) == 3 and len(fig.axes[0].get_lines()) == 2
+    axes = [ax for sub in fig.subfigs for ax in sub.axes if ax.get_visible()]
+    assert len(axes) == 6 and all(ax.get_yscale() == "log" for ax in axes)
+    max_panel = next(ax for ax in axes[3:] if ax.get_title() == "features.0.weight")
+    lines = labelled(max_panel)
+    # median over the two finished seeds of the largest channel: (3·2^e + 3·2^e·1e6)/2 after epoch 0
+    assert list(lines["WD off"].get_ydata()) == pytest.approx([3.0] + [3 * 2 ** e * (1 + 1e6) / 2 for e in (1, 2, 3)])
+    assert lines["WD off, seed 2 (diverged)"].get_linestyle() == "--"
+    assert max_panel.get_ylim()[1] >= 3 * 8 * 1e6  # the runaway seed's band is in view
     fig.savefig(tmp_path / "norms.png")
 
 
-def test_paired_final_gaps_pair_by_seed(arms):
-    from normmatters.plots import paired_final_gaps, paired_markdown
-    gaps = paired_final_gaps(arms)
-    assert list(gaps.columns) == [0, 1, "mean"] and "WD on" not in gaps.index
-    assert gaps.loc["WD off", 0] == pytest.approx(89.2 - 90.4) and gaps.loc["WD off", 1] == pytest.approx(89.4 - 90.6)
-    assert gaps.loc["WD off", "mean"] == pytest.approx(-1.2)
-    # the diverged seed-1 norm-schedule run is left out, not paired
-    assert gaps.loc["Norm schedule", 0] == pytest.approx(-0.1) and math.isnan(gaps.loc["Norm schedule", 1])
-    assert gaps.loc["Norm schedule", "mean"] == pytest.approx(-0.1)
-    text = paired_markdown(gaps)
-    assert "| WD off | -1.20 | -1.20 | -1.20 |" in text and "| seed 0 | seed 1 | mean |" in text
-    with pytest.raises(ValueError, match="needs a 'WD on' arm"):
-        paired_final_gaps({"WD off": arms["WD off"]})
+def test_report_writes_four_files(arms, tmp_path):
+    from normmatters.experiments.report import write_wd_report
+
+    written = write_wd_report(arms, tmp_path / "report")
+    assert [p.name for p in written] == ["figure.png", "norms.png", "claims.md", "claims.csv"]
+    text = (tmp_path / "report" / "claims.md").read_text()
+    assert "| WD off | -1.20 | -1.20 | -1.20 |" in text and "Rule:" in text
+    table = pd.read_csv(tmp_path / "report" / "claims.csv", index_col="arm")
+    assert table.loc["WD off", "verdict"] == "below WD on" and "ci_low" in table

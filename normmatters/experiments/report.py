@@ -10,8 +10,9 @@ from normmatters.runs import atomic_write_bytes
 
 
 def write_wd_report(arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[Path]:
-    """figure.png (test accuracy vs epoch per arm), norms.png (weight-norm dynamics) and
-    claims.md/claims.csv (numbers and verdicts)."""
+    """figure.png (test accuracy per arm, and the paired gap to WD on), norms.png (channel norms of
+    every scale-invariant layer), claims.md (verdict table and per-seed paired gaps) and claims.csv
+    (the verdict table); each written atomically. Returns the four paths."""
     out_dir = Path(out_dir)
     figure, norms = out_dir / "figure.png", out_dir / "norms.png"
     atomic_write_bytes(figure, lambda p: plot_wd_arms(arms).savefig(p, dpi=150, format="png"))

@@ -1,16 +1,22 @@
-"""The poster's weight-decay figure (PAPER.md §2): test accuracy vs epoch for the four arms.
+"""The poster's weight-decay figure (PAPER.md §2), and the run data it and the claims read.
+
+Top panel: test accuracy vs epoch of the poster's four arms (mean over finished seeds, band
+min–max), the y-axis covering the whole run. Bottom panel: each arm's paired gap to WD on (its
+accuracy minus that of the WD-on run of the same seed), mean over seeds with a 95 % t-interval,
+the claims' ±margin shaded. Variants beyond the paper are drawn in the gap panel only: with
+about eight arms the top panel would be unreadable, and the gap is what they are run for
+(their final accuracies are in claims.md). Diverged runs are dashed and left out of every mean.
 
 Reads only the run tables (through :mod:`normmatters.runs`): a figure is a function of logged
 results, so it can be regenerated from ``results/`` without a GPU, the data or the models.
-
-``arms`` maps an arm label to its run directories (one per seed), e.g. the dict returned by the
-weight-decay experiment. The poster's labels ("WD on", "WD off", "WD off + LR correction",
-"Norm schedule") get the poster's colours; the config names (``wd_on``, ``wd_off``,
-``wd_lr_correction``, ``wd_norm_schedule``) are accepted as aliases.
+``arms`` maps an arm label to its run directories (one per seed); the poster's labels get the
+poster's colours, and the config names (``wd_on``, ``wd_off``, ``wd_lr_correction``,
+``wd_norm_schedule``) are accepted as aliases.
 """
 from __future__ import annotations
 
 import math
+import textwrap
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +27,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from scipy import stats as sstats
 
 from normmatters import runs
 
@@ -54,6 +61,10 @@ class RunCurve:
         return self.meta.get("status")
 
     @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    @property
     def diverged(self) -> bool:
         return self.status == "diverged"
 
@@ -61,25 +72,55 @@ class RunCurve:
     def seed(self) -> Any:
         return self.meta.get("seed", self.run_dir.name)
 
+    @property
+    def final(self) -> float:
+        acc = self.acc.dropna()
+        return float(acc.iloc[-1]) if len(acc) else math.nan
+
+
+def _seed_key(seed: Any) -> tuple:
+    return (isinstance(seed, str), str(seed) if isinstance(seed, str) else seed)
+
 
 @dataclass
 class ArmCurves:
-    """An arm's runs, and mean/min/max test accuracy across its non-diverged runs by epoch."""
+    """An arm's runs; means and pairings use the finished ones only (not diverged, not running)."""
     label: str
     runs: list[RunCurve]
 
     @property
-    def healthy(self) -> list[RunCurve]:
-        return [r for r in self.runs if not r.diverged]
+    def finished(self) -> list[RunCurve]:
+        return [r for r in self.runs if r.finished]
+
+    @property
+    def diverged(self) -> list[RunCurve]:
+        return [r for r in self.runs if r.diverged]
+
+    @property
+    def unfinished(self) -> list[RunCurve]:
+        return [r for r in self.runs if not (r.finished or r.diverged)]
+
+    def seeds(self) -> list:
+        return sorted({r.seed for r in self.finished}, key=_seed_key)
+
+    def table(self) -> pd.DataFrame:
+        """Test accuracy of the finished runs: rows epoch, columns seed."""
+        curves = {r.seed: r.acc for r in self.finished}
+        if not curves:
+            return pd.DataFrame(dtype=float)
+        return pd.DataFrame(curves).sort_index()[self.seeds()]
+
+    def finals(self) -> pd.Series:
+        """Final test accuracy of each finished run, indexed by seed."""
+        return pd.Series({r.seed: r.final for r in self.finished}, dtype=float).dropna()
 
     def stats(self) -> pd.DataFrame:
-        """Columns mean, min, max, std, n, indexed by epoch (NaN-free rows only)."""
-        curves = [r.acc.rename(i) for i, r in enumerate(self.healthy)]
-        if not curves:
-            return pd.DataFrame(columns=["mean", "min", "max", "std", "n"], dtype=float)
-        table = pd.concat(curves, axis=1).sort_index()
+        """Columns mean, min, max, n over the finished runs, indexed by epoch."""
+        table = self.table()
+        if table.empty:
+            return pd.DataFrame(columns=["mean", "min", "max", "n"], dtype=float)
         return pd.DataFrame({"mean": table.mean(axis=1), "min": table.min(axis=1), "max": table.max(axis=1),
-                             "std": table.std(axis=1, ddof=1).fillna(0.0), "n": table.count(axis=1)})
+                             "n": table.count(axis=1)})
 
 
 def as_percent(acc: pd.Series) -> pd.Series:
@@ -110,109 +151,257 @@ def load_arms(arms: Mapping[str, Iterable[str | Path]]) -> dict[str, ArmCurves]:
             dirs = [dirs]
         label = canonical_arm(name)
         curves = [c for c in (load_run(d) for d in dirs) if c is not None]
-        if label in loaded:
-            loaded[label].runs.extend(curves)
-        else:
-            loaded[label] = ArmCurves(label, curves)
+        loaded.setdefault(label, ArmCurves(label, [])).runs.extend(curves)
     order = [a for a in ARMS if a in loaded] + [a for a in loaded if a not in ARMS]
     return {a: loaded[a] for a in order}
 
 
-def arm_color(label: str, index: int = 0) -> str:
-    return ARM_COLORS.get(label, _EXTRA_COLORS[index % len(_EXTRA_COLORS)])
+def arm_colors(labels: Iterable[str]) -> dict[str, str]:
+    """The poster's colours for its arms; the others take distinct colours in the order given."""
+    labels = list(labels)
+    others = [label for label in labels if label not in ARM_COLORS]
+    return {label: ARM_COLORS.get(label) or _EXTRA_COLORS[others.index(label) % len(_EXTRA_COLORS)]
+            for label in labels}
+
+
+# --- pairing by seed ---------------------------------------------------------------------------
+
+def t_interval(mean, sd, n, level: float = 0.95):
+    """Two-sided t-interval of a mean: mean ± t_{(1+level)/2, n−1}·sd/√n (NaN where n < 2)."""
+    mean, sd, n = (np.asarray(x, dtype=float) for x in (mean, sd, n))
+    ok = n >= 2
+    t = np.where(ok, sstats.t.ppf((1 + level) / 2, np.where(ok, n - 1, 1)), np.nan)
+    half = t * sd / np.sqrt(np.where(ok, n, np.nan))
+    return mean - half, mean + half
+
+
+def paired_seeds(arm: ArmCurves, ref: ArmCurves) -> list:
+    """Seeds where both the arm's run and the reference's run finished."""
+    return sorted(set(arm.finals().index) & set(ref.finals().index), key=_seed_key)
+
+
+def paired_gap_curve(arm: ArmCurves, ref: ArmCurves) -> pd.DataFrame:
+    """Per epoch: arm minus reference accuracy over the paired seeds (mean, sd, n, ci_low, ci_high)."""
+    seeds = paired_seeds(arm, ref)
+    if not seeds:
+        return pd.DataFrame(columns=["mean", "sd", "n", "ci_low", "ci_high"], dtype=float)
+    gaps = arm.table()[seeds].sub(ref.table()[seeds]).dropna(how="all")
+    out = pd.DataFrame({"mean": gaps.mean(axis=1), "sd": gaps.std(axis=1, ddof=1), "n": gaps.count(axis=1)})
+    out["ci_low"], out["ci_high"] = t_interval(out["mean"], out["sd"], out["n"])
+    return out
+
+
+# --- LR milestones -----------------------------------------------------------------------------
+
+def _config_milestones(run_dir: Path) -> list[float] | None:
+    path = Path(run_dir) / runs.CONFIG
+    if not path.exists():
+        return None
+    import yaml
+
+    config = yaml.safe_load(path.read_text()) or {}
+    optim = config.get("optim") if isinstance(config, dict) else None
+    found = (optim or {}).get("milestones") if isinstance(optim, dict) else None
+    if found is None and isinstance(config, dict):
+        found = config.get("milestones")
+    return [float(m) for m in found] if found else None
+
+
+def _lr_drops(run_dir: Path) -> list[float] | None:
+    """Epochs after which the logged lr drops (row e holds the LR epoch e trained with)."""
+    if not runs.has_table(run_dir, "epochs"):
+        return None
+    frame = runs.read_table(run_dir, "epochs")
+    if "lr" not in frame or frame.empty:
+        return None
+    frame = frame.sort_values("epoch")
+    lr = frame["lr"].to_numpy(dtype=float)
+    drops = [float(e) - 1 for e, now, before in zip(frame["epoch"].iloc[1:], lr[1:], lr[:-1])
+             if now < before * (1 - 1e-9)]
+    return drops or None
+
+
+def lr_milestones(reference: ArmCurves) -> list[float]:
+    """The LR milestones of an arm's runs: from config.yaml, else from the logged lr column."""
+    for read in (_config_milestones, _lr_drops):
+        for run in reference.runs:
+            found = read(run.run_dir)
+            if found:
+                return sorted(found)
+    return []
+
+
+# --- the figure --------------------------------------------------------------------------------
+
+def seed_text(seeds: Iterable) -> str:
+    """'0–3' for consecutive integer seeds, else the list."""
+    seeds = sorted(set(seeds), key=_seed_key)
+    if len(seeds) > 2 and all(isinstance(s, int) for s in seeds) and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ", ".join(map(str, seeds))
 
 
 def describe(arms: Mapping[str, ArmCurves]) -> str:
-    """'<data label>, <profile> scale, n seeds' from the runs' meta.json (what is known)."""
+    """'<data label>, <profile> scale, seeds …' from the runs' meta.json (what is known)."""
     metas = [r.meta for a in arms.values() for r in a.runs]
 
     def common(key: str) -> str | None:
         values = sorted({str(m[key]) for m in metas if m.get(key) not in (None, "")})
         return " / ".join(values) if values else None
 
-    parts = []
-    data = common("data_label")
-    if data:
-        parts.append(data)
-    profile = common("profile")
-    if profile:
-        parts.append(f"{profile} scale")
-    seeds = sorted({len(a.runs) for a in arms.values()})
+    parts = [p for p in (common("data_label"), common("profile") and f"{common('profile')} scale") if p]
+    per_arm = {label: arm.seeds() for label, arm in arms.items()}
+    seeds = sorted({s for found in per_arm.values() for s in found}, key=_seed_key)
     if seeds:
-        parts.append(f"{'/'.join(map(str, seeds))} seed{'s' if seeds != [1] else ''} per arm")
+        uneven = len({tuple(found) for found in per_arm.values()}) > 1
+        plural = "s" if len(seeds) > 1 else ""
+        parts.append(f"seed{plural} {seed_text(seeds)}" + (" (fewer on some arms: n in the legend)" if uneven else ""))
+    unfinished = sum(len(a.unfinished) for a in arms.values())
+    if unfinished:
+        parts.append(f"{unfinished} unfinished run{'s' if unfinished > 1 else ''} not shown")
     return ", ".join(parts)
 
 
-def plot_wd_arms(arms: Mapping[str, Iterable[str | Path]], ax: Axes | None = None,
-                 paper_targets: bool = True) -> Figure:
-    """Test accuracy (%) vs epoch per arm: mean line and min–max band across seeds.
+def _accuracy_label(arm: ArmCurves, paper: bool) -> str:
+    n = len(arm.finished)
+    text = f"{arm.label}: {n} seed{'s' if n != 1 else ''}"
+    if arm.diverged:
+        text += f" (+{len(arm.diverged)} diverged)"
+    text += f", final {arm.finals().mean():.1f}"
+    if paper and arm.label in PAPER_FINAL:
+        text += f"  ·  poster ≈ {PAPER_FINAL[arm.label]:.1f}"
+    return text
 
-    Diverged runs are left out of mean and band and drawn on their own, dashed, labelled
-    "(diverged)", ending with a cross. ``paper_targets`` adds a dotted tick at each arm's final
-    accuracy read off the poster (PAPER.md §2), at the last epoch.
-    """
-    loaded = load_arms(arms)
-    if ax is None:
-        fig = Figure(figsize=(6.4, 4.8), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
-    plotted: list[np.ndarray] = []
-    last_epoch = 0
-    for i, (label, arm) in enumerate(loaded.items()):
-        color = arm_color(label, i)
+
+def _draw_accuracy(ax: Axes, loaded: Mapping[str, ArmCurves], colors: Mapping[str, str], paper: bool,
+                   variants: bool) -> list[float]:
+    """Mean line and min–max band per arm, diverged runs dashed; returns each drawn run's first value."""
+    firsts: list[float] = []
+    for label, arm in loaded.items():
+        color, main = colors[label], label in ARMS or variants
         stats = arm.stats()
-        if len(stats):
-            n = len(arm.healthy)
-            name = f"{label} (mean of {n})" if n > 1 else label
-            if n < len(arm.runs):
-                name += f" ({n} of {len(arm.runs)} seeds)" if n == 1 else f" of {len(arm.runs)} seeds"
-            ax.plot(stats.index, stats["mean"], color=color, lw=1.6, label=name)
-            if n > 1:
-                ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.2, lw=0)
-            plotted.append(stats["mean"].to_numpy())
-            last_epoch = max(last_epoch, int(stats.index.max()))
-        for run in arm.runs:
-            if not run.diverged or run.acc.empty:
+        if main and len(stats):
+            ax.plot(stats.index, stats["mean"], color=color, lw=1.8, label=_accuracy_label(arm, paper))
+            if len(arm.finished) > 1:
+                ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.18, lw=0)
+            firsts += [float(r.acc.dropna().iloc[0]) for r in arm.finished if r.acc.notna().any()]
+        for run in arm.diverged:
+            acc = run.acc.dropna()
+            if acc.empty:
                 continue
-            ax.plot(run.acc.index, run.acc.to_numpy(), color=color, lw=1.0, ls="--", alpha=0.8,
-                    label=f"{label}, seed {run.seed} (diverged after epoch {int(run.acc.index.max())})")
-            ax.plot([run.acc.index[-1]], [run.acc.iloc[-1]], marker="x", color=color, ms=7)
-            plotted.append(run.acc.to_numpy())
-            last_epoch = max(last_epoch, int(run.acc.index.max()))
-    if paper_targets and last_epoch:
-        span = max(1.0, 0.05 * last_epoch)
-        shown = False
-        for i, label in enumerate(loaded):
-            if label in PAPER_FINAL:   # a short tick just right of the last epoch
-                ax.hlines(PAPER_FINAL[label], last_epoch + 0.2 * span, last_epoch + span, colors=arm_color(label, i),
-                          linestyles=":", lw=2.0)
-                shown = True
-        if shown:
-            handles, labels = ax.get_legend_handles_labels()
-            handles.append(Line2D([], [], color="0.3", ls=":", lw=2.0))
-            labels.append("paper's final accuracy (≈, poster)")
-            ax.legend(handles, labels, loc="lower right", fontsize=8)
-    if not ax.get_legend() and loaded:
-        ax.legend(loc="lower right", fontsize=8)
-    _set_limits(ax, plotted, paper_targets and any(l in PAPER_FINAL for l in loaded), last_epoch)
-    ax.set_xlabel("Epoch")
-    ax.set_ylabel("Test accuracy (%)")
-    ax.grid(alpha=0.3)
+            ax.plot(acc.index, acc.to_numpy(), color=color, lw=1.0, ls="--",
+                    label=f"{label}, seed {run.seed} (diverged after epoch {int(acc.index.max())})")
+            ax.plot([acc.index[-1]], [acc.iloc[-1]], marker="x", color=color, ms=7)
+            firsts.append(float(acc.iloc[0]))
+    return firsts
+
+
+def _draw_gaps(ax: Axes, loaded: Mapping[str, ArmCurves], colors: Mapping[str, str], margin: float,
+               cut: float | None) -> None:
+    """Paired gap to WD on per arm (mean and 95 % t-interval over seeds), zero line, ±margin shaded."""
+    ref = loaded[WD_ON]
+    ax.axhspan(-margin, margin, color="0.5", alpha=0.12, lw=0, label=f"±{margin:g} points (claims' margin)")
+    ax.axhline(0.0, color="black", lw=0.9)
+    after, before = [], []
+    for label, arm in loaded.items():
+        if label == WD_ON:
+            continue
+        gap = paired_gap_curve(arm, ref)
+        if gap.empty:
+            continue
+        main = label in ARMS
+        ax.plot(gap.index, gap["mean"], color=colors[label], lw=1.8 if main else 1.1,
+                label=f"{label} (n = {int(gap['n'].max())})")
+        ax.fill_between(gap.index, gap["ci_low"], gap["ci_high"], color=colors[label], alpha=0.12 if main else 0.06,
+                        lw=0)
+        late = gap.index > cut if cut is not None else np.ones(len(gap), bool)
+        values = gap[["mean", "ci_low", "ci_high"]]
+        after.append(values[late].to_numpy().ravel())
+        before.append(values[~late].to_numpy().ravel())
+    _gap_limits(ax, after, before, margin, cut)
+    ax.set_ylabel("Accuracy minus WD on's,\nsame seed (points)")
+    ax.set_title("Paired gap to WD on: mean over seeds, band 95 % t-interval", fontsize=9, loc="left")
+
+
+def _gap_limits(ax: Axes, after: list[np.ndarray], before: list[np.ndarray], margin: float,
+                cut: float | None) -> None:
+    """Fit the y-range to the epochs after the first LR drop, where the claims are judged, and fade
+    the epochs before it (their gaps swing by several points and would hide the rest)."""
+    late = np.concatenate(after) if after else np.array([])
+    late = late[np.isfinite(late)]
+    low = min(float(late.min()) if late.size else 0.0, -margin)
+    high = max(float(late.max()) if late.size else 0.0, margin)
+    pad = 0.08 * (high - low) + 0.1
+    ax.set_ylim(low - pad, high + pad)
+    if cut is None:
+        return
+    ax.axvspan(0, cut + 0.5, color="white", alpha=0.7, lw=0, zorder=2.5)
+    early = np.concatenate(before) if before else np.array([])
+    early = early[np.isfinite(early)]
+    clipped = early.size and (early.min() < low - pad or early.max() > high + pad)
+    ax.text(0.01, 0.97, f"epochs ≤ {cut:g}: not judged" + (", partly off this y-range" if clipped else ""),
+            transform=ax.transAxes, fontsize=7.5, va="top", color="0.3", zorder=3)
+
+
+def _mark_milestones(axes: Iterable[Axes], milestones: list[float]) -> None:
+    for ax in axes:
+        for m in milestones:
+            ax.axvline(m + 0.5, color="0.35", lw=0.8, ls=":", zorder=0)
+
+
+def plot_wd_arms(arms: Mapping[str, Iterable[str | Path]], paper_targets: bool = True,
+                 margin: float | None = None, variants_on_top: bool = False) -> Figure:
+    """Test accuracy vs epoch per arm (top) and the paired gap to WD on (bottom, when WD on is there).
+
+    Top: mean over finished seeds and min–max band, diverged runs dashed with a cross at their
+    end; the legend gives each arm's seeds, final mean and (``paper_targets``) the poster's final
+    accuracy, as text so the y-range stays on the runs. Variants beyond the poster's four arms
+    are drawn in the gap panel only, unless ``variants_on_top``. ``margin``: the shaded band of
+    the gap panel (default: the claims' MARGIN). Dotted verticals: the LR drops.
+    """
+    if margin is None:
+        from .claims import MARGIN  # claims imports this module, so not at the top
+        margin = MARGIN
+    loaded = load_arms(arms)
+    colors = arm_colors(loaded)
+    with_gaps = WD_ON in loaded and any(label != WD_ON and arm.finished for label, arm in loaded.items())
+    fig = Figure(figsize=(10, 9.5 if with_gaps else 6), layout="constrained")
+    axes = fig.subplots(2 if with_gaps else 1, 1, sharex=True, squeeze=False,
+                        height_ratios=[3, 2] if with_gaps else None)[:, 0]
+    top = axes[0]
+    firsts = _draw_accuracy(top, loaded, colors, paper_targets, variants_on_top)
+    reference = loaded.get(WD_ON) or next(iter(loaded.values()), None)
+    milestones = lr_milestones(reference) if reference else []
+    if with_gaps:
+        _draw_gaps(axes[1], loaded, colors, margin, milestones[0] if milestones else None)
+        axes[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, fontsize=8, frameon=False)
+    _mark_milestones(axes, milestones)
+    handles, labels = top.get_legend_handles_labels()
+    if milestones:
+        handles.append(Line2D([], [], color="0.35", lw=0.8, ls=":"))
+        labels.append(f"LR drop (after epoch {', '.join(f'{m:g}' for m in milestones)})")
+    if handles:
+        top.legend(handles, labels, loc="lower right", fontsize=8)
+    _accuracy_limits(top, loaded, firsts)
+    top.set_ylabel("Test accuracy (%)")
+    axes[-1].set_xlabel("Epoch")
+    for ax in axes:
+        ax.grid(alpha=0.3)
     subtitle = describe(loaded)
-    ax.set_title("Weight decay vs LR correction vs norm schedule" + (f"\n{subtitle}" if subtitle else ""),
-                 fontsize=10)
+    fig.suptitle("\n".join(["Weight decay vs LR correction vs norm schedule (PAPER.md §2)",
+                             *textwrap.wrap(subtitle, 120)]), fontsize=10)
     return fig
 
 
-def _set_limits(ax: Axes, plotted: list[np.ndarray], with_paper: bool, last_epoch: int) -> None:
-    values = np.concatenate([v[np.isfinite(v)] for v in plotted]) if plotted else np.array([])
-    if values.size == 0:
+def _accuracy_limits(ax: Axes, loaded: Mapping[str, ArmCurves], firsts: list[float]) -> None:
+    """From the lowest first-epoch value to just above the best: the whole run, nothing else."""
+    lines = [ln.get_ydata() for ln in ax.get_lines()]
+    values = np.concatenate([np.asarray(v, dtype=float) for v in lines]) if lines else np.array([])
+    values = values[np.isfinite(values)]
+    if not values.size:
         return
-    top = float(values.max())
-    if with_paper:
-        top = max(top, max(PAPER_FINAL.values()))
-    # like the poster (60–95) when the runs get there; otherwise show the late part of training
-    bottom = min(60.0, float(np.percentile(values, 10)) - 2.0)
-    ax.set_ylim(max(0.0, math.floor(bottom)), min(100.0, math.ceil(top + 2.0)))
-    ax.set_xlim(0.5, last_epoch + max(1.0, 0.06 * last_epoch))
+    low = min(firsts) if firsts else float(values.min())
+    ax.set_ylim(max(0.0, math.floor(low - 1.0)), min(100.0, math.ceil(float(values.max()) + 1.0)))
+    last = max((int(r.acc.index.max()) for a in loaded.values() for r in a.runs if len(r.acc)), default=1)
+    ax.set_xlim(0.5, last + 0.5)
+
