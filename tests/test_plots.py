@@ -347,3 +347,33 @@ def test_report_writes_four_files(arms, tmp_path):
     assert "| WD off | -1.20 | -1.20 | -1.20 |" in text and "Rule:" in text
     table = pd.read_csv(tmp_path / "report" / "claims.csv", index_col="arm")
     assert table.loc["WD off", "verdict"] == "below WD on" and "ci_low" in table
+
+
+# ---------------------------------------------------------------- runaway channels
+
+def test_runaway_table_flags_runaway_and_frozen_channels(tmp_path):
+    from normmatters.plots.runaway import runaway_markdown, runaway_table
+
+    epochs = [0, 1, 2, 3, 4]
+    acc = [50, 60, 70, 80]
+    base = make_run(tmp_path / "off_s0", acc, 0, "finished")
+    write_channels(base, {"a": lambda e: [1.0, 1.0 + e], "b": lambda e: [1.0, 2.0]}, epochs)
+    # channel 1 of layer a jumps to 5000 at epoch 2 (> 100 x 3.0) and stays exactly there: runaway + frozen
+    frozen = make_run(tmp_path / "lrc_s0", acc, 0, "finished")
+    write_channels(frozen, {"a": lambda e: [1.0, 5000.0 if e >= 2 else 1.0], "b": lambda e: [1.0, 2.0]}, epochs)
+    # layer b's channel 0 passes 100 x 2.0 at epoch 3 and keeps moving: runaway, not frozen
+    moving = make_run(tmp_path / "grad_s0", acc, 0, "finished")
+    write_channels(moving, {"a": lambda e: [1.0, 1.0], "b": lambda e: [10.0 ** e, 2.0]}, epochs)
+    # 90 x the baseline at most: no runaway
+    calm = make_run(tmp_path / "ns_s0", acc, 0, "finished")
+    write_channels(calm, {"a": lambda e: [90.0 * (1.0 + e), 1.0], "b": lambda e: [1.0, 2.0]}, epochs)
+    table = runaway_table({"WD off": [base], "LR correction": [frozen], "gradient": [moving], "Norm schedule": [calm]})
+    rows = table.set_index("arm")
+    assert rows.loc["LR correction", "runaway"] and rows.loc["LR correction", "first_epoch"] == 2
+    assert rows.loc["LR correction", "frozen"] == 1 and rows.loc["LR correction", "layers"] == "a"
+    assert rows.loc["LR correction", "peak_ratio"] == pytest.approx(5000.0 / 3.0)
+    assert rows.loc["gradient", "runaway"] and rows.loc["gradient", "first_epoch"] == 3
+    assert rows.loc["gradient", "frozen"] == 0 and rows.loc["gradient", "peak_norm"] == pytest.approx(1e4)
+    assert not rows.loc["Norm schedule", "runaway"] and rows.loc["Norm schedule", "peak_ratio"] == pytest.approx(90.0)
+    text = runaway_markdown(table)
+    assert "| LR correction | 1 of 1 (0) | 2 |" in text and "| Norm schedule | 0 of 1 (none) | – |" in text

@@ -6,12 +6,13 @@ from typing import Iterable, Mapping
 
 from normmatters.plots import (claims_markdown, paired_final_gaps, paired_markdown, plot_norm_dynamics, plot_wd_arms,
                                wd_claims)
+from normmatters.plots.runaway import BASELINE, FACTOR, FROZEN_RTOL, runaway_markdown, runaway_table
 from normmatters.runs import atomic_write_bytes
 
 
 def write_wd_report(arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[Path]:
     """figure.png (test accuracy per arm, and the paired gap to WD on), norms.png (channel norms of
-    every scale-invariant layer), claims.md (verdict table and per-seed paired gaps) and claims.csv
+    every scale-invariant layer), claims.md (verdict table, per-seed paired gaps, runaway channels) and claims.csv
     (the verdict table); each written atomically. Returns the four paths."""
     out_dir = Path(out_dir)
     figure, norms = out_dir / "figure.png", out_dir / "norms.png"
@@ -21,6 +22,11 @@ def write_wd_report(arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[P
     text = claims_markdown(claims) + (
         "\nFinal test accuracy minus that of the WD-on run with the same seed (points):\n\n"
         + paired_markdown(paired_final_gaps(arms)))
+    if BASELINE in arms:
+        text += (f"\nRunaway channels: a channel norm above {FACTOR:g} times the largest channel norm of the same "
+                 f"layer in the WD-off run of the same seed, at the same epoch; frozen: its norm then changed by "
+                 f"less than {FROZEN_RTOL:g} (relative) to the end of the run.\n\n"
+                 + runaway_markdown(runaway_table(arms)))
     table_md, table_csv = out_dir / "claims.md", out_dir / "claims.csv"
     atomic_write_bytes(table_md, lambda p: Path(p).write_text(text + "\n"))
     atomic_write_bytes(table_csv, lambda p: claims.to_csv(p))
