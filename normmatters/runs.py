@@ -3,7 +3,8 @@
 A run directory holds:
 
     config.yaml      the resolved Hydra config
-    meta.json        status (running|finished|diverged), git commit, data label, profile, seed, wandb id
+    meta.json        status (running|finished|diverged|interrupted|failed), git commit, data label, profile,
+                     seed, wandb id
     epochs.parquet   one row per epoch: train/test loss and accuracy, lr, seconds, images/s
     steps.parquet    one row per logged step (every train.log_every): train loss/accuracy, lr
     layers.parquet   one row per (logged step, scale-invariant weight): norm, effective step, angle
@@ -13,7 +14,13 @@ A run directory holds:
     wandb/           the wandb (offline) run
 
 The logger writes through this module; the LR correction and the plots read through it.
-Tables are rewritten whole and atomically, so a killed process never leaves half a file.
+Tables are rewritten whole and atomically (temp file, fsync, rename), so a killed process never
+leaves half a file; files get the user's umask; stale temp files are removed on the next start.
+
+Identity: two configs are the same run when they agree on every key but the location and
+volatile ones (``NOT_IDENTITY``: where the run, its data and caches live, the device, wandb's
+mode, progress bars); a path under ``out_root`` counts relative to it. So a moved or copied run
+directory still resumes, and is still skipped when finished.
 """
 from __future__ import annotations
 
@@ -30,7 +37,11 @@ CONFIG = "config.yaml"
 META = "meta.json"
 CHECKPOINT = "checkpoint.pt"
 TABLES = ("epochs", "steps", "layers", "channels", "channel_steps")
-STATUSES = ("running", "finished", "diverged")
+STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
+DONE = ("finished", "diverged")
+# Keys that say where things are or how a run reports, not what it computes.
+NOT_IDENTITY = ("out_root", "run_dir", "device", "wandb.mode", "train.progress", "data.path", "data.cache_dir",
+                "data.download_root", "hydra")
 
 
 def table_path(run_dir: str | Path, name: str) -> Path:
@@ -39,17 +50,44 @@ def table_path(run_dir: str | Path, name: str) -> Path:
     return Path(run_dir) / f"{name}.parquet"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync(path: str | Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, write) -> None:
-    """Call write(tmp_path) then rename over `path`: readers see the old or the new file, never half."""
+    """Call write(tmp_path), fsync, then rename over `path`: readers see the old or the new file, never
+    half, and after a crash the new one is on disk. The file gets the user's umask (mkstemp's is 0600)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent, directory=True)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(run_dir: str | Path) -> list[Path]:
+    """Delete temp files a killed writer left behind (``.<name>.<random>.tmp``); returns them."""
+    stale = sorted(Path(run_dir).glob(".*.tmp")) if Path(run_dir).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_table(run_dir: str | Path, name: str, frame: pd.DataFrame) -> None:
@@ -123,3 +161,51 @@ def steps_per_epoch(run_dir: str | Path) -> int:
     if first.empty:
         raise ValueError(f"run {run_dir} has no epoch-1 row in its epochs table; cannot tell its steps per epoch")
     return int(first["step"].iloc[0])
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def identity(config: dict) -> dict:
+    """The flattened config minus location and volatile keys, paths under out_root made relative to it."""
+    flat = _flatten(config)
+    root = str(flat.get("out_root", "")).rstrip("/")
+    out = {}
+    for key, value in flat.items():
+        if any(key == k or key.startswith(k + ".") for k in NOT_IDENTITY):
+            continue
+        if root and isinstance(value, str) and value.startswith(root + "/"):
+            value = "<out_root>/" + value[len(root) + 1:]
+        out[key] = value
+    return out
+
+
+def config_differences(saved: dict, now: dict) -> list[str]:
+    """Keys whose values make ``saved`` and ``now`` different runs (absent and null are the same)."""
+    a, b = identity(saved), identity(now)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def existing_result(run_dir: str | Path, config: dict) -> dict | None:
+    """The final metrics of a run already done in ``run_dir``; None when there is none yet or it is
+    to be resumed; a ValueError when the directory holds a run of another config."""
+    from omegaconf import OmegaConf
+
+    saved_path = Path(run_dir) / CONFIG
+    if not saved_path.exists():
+        return None
+    differ = config_differences(OmegaConf.to_container(OmegaConf.load(saved_path)), config)
+    if differ:
+        raise ValueError(f"{run_dir} already holds a run with another config (differs in: {', '.join(differ[:5])}); "
+                         "choose another name=, run_tag= or out_root=, or delete that directory")
+    meta = read_meta(run_dir)
+    if meta.get("status") in DONE:
+        return {"status": meta["status"], **meta.get("final", {})}
+    return None

@@ -7,15 +7,14 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 import hydra  # noqa: E402
 
-from normmatters.cli import run_or_exit  # noqa: E402
+from normmatters.cli import run_job  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg) -> float:
+def main(cfg) -> dict:
     from normmatters.train import train
 
-    final = run_or_exit(train, cfg)
-    return final.get("test_acc", float("nan"))
+    return run_job(train, cfg)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,6 +123,74 @@ def test_killed_run_resumes_to_identical_metrics(finished_run, tiny_cifar, tmp_p
     pd.testing.assert_frame_equal(runs.read_table(run_dir, "channels"), runs.read_table(reference, "channels"))
 
 
+def test_sigterm_marks_the_run_interrupted_and_it_resumes_to_identical_metrics(finished_run, tiny_cifar,
+                                                                               tmp_path):
+    reference, _ = finished_run
+    args = tiny(tiny_cifar, tmp_path, "train.epochs=3", "name=e2e")
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run_dir = tmp_path / "e2e" / reference.name
+    deadline = time.time() + 300
+    while not (run_dir / runs.CHECKPOINT).exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)  # somewhere in epoch 2
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert runs.status(run_dir) == "interrupted", "the run finished before it could be stopped"
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("SIGTERM: stopped during epoch") and "resumes after epoch" in last and "train.py" in last
+    resumed = run_script(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr and runs.status(run_dir) == "finished"
+    pd.testing.assert_frame_equal(
+        runs.read_table(run_dir, "epochs").drop(columns=["seconds", "images_per_s"]),
+        runs.read_table(reference, "epochs").drop(columns=["seconds", "images_per_s"]))
+
+
+def test_corrupt_checkpoint_is_one_line(finished_run, tiny_cifar, tmp_path):
+    reference, _ = finished_run
+    run_dir = tmp_path / "e2e" / reference.name
+    shutil.copytree(reference, run_dir)
+    runs.write_meta(run_dir, status="interrupted")
+    data = (reference / runs.CHECKPOINT).read_bytes()
+    (run_dir / runs.CHECKPOINT).write_bytes(data[: len(data) // 3])
+    proc = run_script(tiny(tiny_cifar, tmp_path, "train.epochs=3", "name=e2e"))
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert err.startswith("error: checkpoint ") and "delete it" in err and "\n" not in err
+    assert runs.status(run_dir) == "interrupted"  # nothing was rewritten
+
+
+def test_moved_run_directory_is_still_skipped_and_files_are_readable(finished_run, tiny_cifar, tmp_path):
+    reference, _ = finished_run
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(reference.parent.parent, moved)  # another out_root, and another data cache
+    before = (moved / "e2e" / reference.name / "epochs.parquet").stat().st_mtime_ns
+    proc = run_script(tiny(tiny_cifar, moved, "train.epochs=3", "name=e2e", f"data.cache_dir={tmp_path}/cache2"))
+    assert proc.returncode == 0, proc.stderr
+    assert "already finished" in proc.stderr
+    assert (moved / "e2e" / reference.name / "epochs.parquet").stat().st_mtime_ns == before
+    for name in (runs.CONFIG, runs.META, "epochs.parquet"):  # the user's umask, not mkstemp's 0600
+        mode = (reference / name).stat().st_mode & 0o777
+        assert mode == 0o666 & ~current_umask(), (name, oct(mode))
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_stale_temp_files_are_removed_on_the_next_start(tiny_cifar, tmp_path, compose):
+    cfg = compose(tiny(tiny_cifar, tmp_path, "train.epochs=1", "wandb.mode=disabled"))
+    stale = Path(cfg.run_dir) / ".epochs.parquet.abc123.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half")
+    train(cfg)
+    assert not stale.exists() and runs.status(cfg.run_dir) == "finished"
+
+
 def test_same_seed_is_bit_identical_in_process(tiny_cifar, tmp_path, compose):
     finals = []
     for sub in ("a", "b"):
@@ -160,6 +229,11 @@ BAD_OVERRIDES = [
     (["optim.reference_timing=later"], "optim.reference_timing='later'"),
     (["optim.lr_correction_mode=buffer"], "optim.lr_correction_mode='buffer'"),
     (["train.log_channels_every=0"], "train.log_channels_every=0"),
+    (["optim.lr=inf"], "optim.lr=inf"),
+    (["optim.gamma=-1"], "optim.gamma=-1"),
+    (["seed=abc"], "seed='abc'"),
+    (["data.batch_size=100000"], "data.batch_size=100000"),
+    (["norm=topk", "norm.options.k=100000"], "norm.options.k=100000"),
 ]
 
 
@@ -216,6 +290,21 @@ def test_multirun_sweep_with_basic_launcher(tiny_cifar, tmp_path):
     assert len(run_dirs) == 2 and any("_l1_" in d for d in run_dirs) and any("_l2_" in d for d in run_dirs)
     for d in run_dirs:
         assert runs.status(tmp_path / "sweep" / d) == "finished"
+
+
+def test_sweep_goes_on_after_a_failing_job_and_summarizes(tiny_cifar, tmp_path):
+    proc = run_script(["-m", *tiny(tiny_cifar, tmp_path, "train.epochs=1", "name=sweep"), "optim.lr=0.1,-1,0.05"])
+    assert proc.returncode == 1, proc.stderr
+    finished = sorted((tmp_path / "sweep").iterdir())
+    assert len(finished) == 2 and all(runs.status(d) == "finished" for d in finished)
+    (sweep_dir,) = (tmp_path / "multirun").iterdir()
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    assert summary["status"].tolist() == ["finished", "failed", "finished"]
+    assert "optim.lr=-1" in summary.loc[1, "overrides"] and "optim.lr=-1" in summary.loc[1, "error"]
+    assert "1 of 3 jobs failed" in proc.stderr and "sweep summary" in proc.stderr
+    # rerun: finished jobs are skipped, the failed one is tried again (and fails again)
+    again = run_script(["-m", *tiny(tiny_cifar, tmp_path, "train.epochs=1", "name=sweep"), "optim.lr=0.1,-1,0.05"])
+    assert again.returncode == 1 and again.stderr.count("already finished") == 2
 
 
 def test_slurm_launcher_config_composes(tmp_path):

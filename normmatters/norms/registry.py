@@ -1,6 +1,7 @@
 """The one entry point models and configs use to get a normalization layer by name."""
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from .constants import NORM_KINDS, check_kind
@@ -25,3 +26,30 @@ def is_norm_layer(module: nn.Module) -> bool:
     """True for the layers build_norm makes (and PyTorch's own batch norms), e.g. to exempt
     their parameters from weight decay."""
     return isinstance(module, (LpBatchNorm, nn.modules.batchnorm._BatchNorm))
+
+
+@torch.no_grad()
+def check_norm_inputs(model: nn.Module, loader, batch_size: int) -> None:
+    """Before training: each top-k layer's k must not exceed the n = batch × (elements per sample and
+    channel) values it normalizes. Shapes come from one eval-mode forward of a test sample (eval mode:
+    running statistics untouched); a ValueError names the key, the value and the bound."""
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, LpBatchNorm) and m.kind == "topk"}
+    if not layers:
+        return
+    x, _ = next(iter(loader.epoch(0)))
+    per_sample: dict[str, int] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: per_sample.__setitem__(
+        name, args[0][0].numel() // args[0].shape[1])) for name, m in layers.items()]
+    was_training = model.training
+    try:
+        model.eval()
+        model(x[:1])
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    for name, size in per_sample.items():
+        n = size * int(batch_size)
+        if layers[name].k > n:
+            raise ValueError(f"norm.options.k={layers[name].k} is not valid: top-k layer {name} normalizes over "
+                             f"n={n} values per channel (batch {batch_size} × {size}); k must be <= {n}")

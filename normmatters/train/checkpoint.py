@@ -13,10 +13,20 @@ def save(run_dir: Path, state: dict) -> None:
 
 
 def load(run_dir: Path) -> dict | None:
+    """The last checkpoint, or None; a ValueError (one line, naming the file) when it cannot be read."""
     path = Path(run_dir) / runs.CHECKPOINT
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        missing = [k for k in ("epoch", "step", "model", "optimizer", "scheduler", "rng") if k not in state]
+    except Exception as err:  # truncated or foreign files raise many different errors
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise ValueError(f"checkpoint {path} cannot be read ({reason}); delete it to restart this run from "
+                         "epoch 1, or put back an intact copy to resume") from None
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks {', '.join(missing)}; delete it to restart this run from epoch 1")
+    return state
 
 
 def rng_state() -> dict:

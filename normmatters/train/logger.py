@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +24,8 @@ class RunLogger:
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
-        run_id = runs.read_meta(self.run_dir).get("wandb_id") or wandb.util.generate_id()
+        # our own id: wandb.util.generate_id is gone from recent wandb releases
+        run_id = runs.read_meta(self.run_dir).get("wandb_id") or secrets.token_hex(4)
         runs.write_meta(self.run_dir, wandb_id=run_id)
         settings = wandb.Settings(console="off", silent=True, x_disable_stats=True,
                                   x_save_requirements=False, disable_git=True)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -17,15 +19,15 @@ from tqdm.auto import tqdm
 from normmatters import runs
 from normmatters.data import build_data
 from normmatters.dynamics import AngleProbe, channel_norm_rows, layer_rows, scale_invariant_weights
+from normmatters.norms import check_norm_inputs
 from normmatters.optim import build_optimizer, build_scheduler, build_step_hooks
 from normmatters.train import checkpoint
 from normmatters.train.build import autocast_dtype, model_from_config, optim_config, pick_device
 from normmatters.train.logger import RunLogger
+from normmatters.train.signals import RunInterrupted, StopOnSignal
 from normmatters.train.validate import validate
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
-# Keys that may change between a run and its resumption without making it another run.
-VOLATILE_KEYS = ("train.progress", "wandb.mode", "device")
 
 
 @dataclass
@@ -60,69 +62,82 @@ class Run:
 
 
 def train(cfg) -> dict:
-    """Train one run described by a composed config; returns its final metrics."""
+    """Train one run described by a composed config; returns its final metrics.
+
+    Everything that can be checked is checked before the run directory is touched. A finished run
+    is returned as it is; an interrupted or failed one resumes from its last end-of-epoch checkpoint.
+    SIGINT/SIGTERM stop the run after the current step (status `interrupted`, RunInterrupted raised);
+    an exception marks it `failed` and propagates.
+    """
     validate(cfg)
     run_dir = Path(cfg.run_dir)
     config = _plain_config(cfg)
-    done = _finished_or_conflict(run_dir, config)
+    done = runs.existing_result(run_dir, config)
     if done is not None:
+        print(f"{run_dir} is already {done['status']}; not re-running it", file=sys.stderr)
         return done
+    state = checkpoint.load(run_dir)  # a corrupt checkpoint stops us before anything is written
     run = _setup(cfg, run_dir, config)
-    state = checkpoint.load(run_dir)
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    with StopOnSignal() as stop:
+        try:
+            return _epochs(run, state, stop)
+        except Exception as err:
+            reason = str(err).splitlines()[0] if str(err) else ""
+            runs.write_meta(run_dir, status="failed", error=f"{type(err).__name__}: {reason}"[:300])
+            raise
+
+
+def _epochs(run: Run, state: dict | None, stop: StopOnSignal) -> dict:
+    cfg = run.cfg
     start = 1
     if state is not None:
         start = _restore(run, state) + 1
-        print(f"resuming {run_dir} after epoch {start - 1}", file=sys.stderr)
+        print(f"resuming {run.logger.run_dir} after epoch {start - 1}", file=sys.stderr)
     else:
         run.logger.add("channels", channel_norm_rows(run.weights, epoch=0, step=0))
     for epoch in range(start, cfg.train.epochs + 1):
-        row = _train_epoch(run, epoch)
+        row = _train_epoch(run, epoch, stop)
+        if stop.requested:
+            _interrupt(run, epoch, stop.signum)
         if row is None:
             return _stop(run, "diverged", epoch)
         row.update(_evaluate(run))
         run.logger.add("channels", channel_norm_rows(run.weights, epoch=epoch, step=run.step))
         run.logger.log_epoch(run.step, row)
         run.logger.flush()  # tables first: a kill before the checkpoint only repeats this epoch
-        checkpoint.save(run_dir, _state(run, epoch))
+        checkpoint.save(run.logger.run_dir, _state(run, epoch))
         print(f"epoch {epoch}/{cfg.train.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}  "
               f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.2f}  {row['images_per_s']:.0f} img/s",
               file=sys.stderr)
     return _stop(run, "finished", cfg.train.epochs)
 
 
+def _resume_command() -> str:
+    """The command that resumes this run: this job's own overrides under Hydra, else argv."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return shlex.join(["python", sys.argv[0], *HydraConfig.get().overrides.task])
+    except (ValueError, ImportError):
+        return shlex.join(["python", *sys.argv])
+
+
+def _interrupt(run: Run, epoch: int, signum: int) -> None:
+    name = signal.Signals(signum).name
+    runs.write_meta(run.logger.run_dir, status="interrupted",
+                    interrupted={"signal": name, "epoch": epoch, "step": run.step})
+    run.logger.finish({"status": "interrupted", "epoch": epoch})
+    message = (f"{name}: stopped during epoch {epoch} (step {run.step}); {run.logger.run_dir} is marked interrupted "
+               f"and resumes after epoch {epoch - 1} with: {_resume_command()}")
+    print(message, file=sys.stderr)
+    raise RunInterrupted(signum, message)
+
+
 def _plain_config(cfg) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
     return config
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _finished_or_conflict(run_dir: Path, config: dict) -> dict | None:
-    """A finished run is returned as is; a different run in the same directory is an error."""
-    saved_path = run_dir / runs.CONFIG
-    if not saved_path.exists():
-        return None
-    saved = _flatten(OmegaConf.to_container(OmegaConf.load(saved_path)))
-    now = _flatten(config)
-    differ = sorted(k for k in saved.keys() | now.keys()
-                    if saved.get(k) != now.get(k) and not k.startswith(VOLATILE_KEYS))
-    if differ:
-        raise ValueError(f"{run_dir} already holds a run with another config (differs in: {', '.join(differ[:5])}); "
-                         "choose another name=, run_tag= or out_root=, or delete that directory")
-    meta = runs.read_meta(run_dir)
-    if meta.get("status") in ("finished", "diverged"):
-        print(f"{run_dir} is already {meta['status']}; not re-running it", file=sys.stderr)
-        return meta.get("final", {})
-    return None
 
 
 def _setup(cfg, run_dir: Path, config: dict) -> Run:
@@ -135,9 +150,14 @@ def _setup(cfg, run_dir: Path, config: dict) -> Run:
     optimizer = build_optimizer(model, ocfg)
     hooks = build_step_hooks(ocfg, model, optimizer)  # checks any reference run before data loads
     data = build_data(cfg.data, device, cfg.seed, progress=cfg.train.progress)
+    if len(data.train) < 1:
+        raise ValueError(f"data.batch_size={cfg.data.batch_size} is not valid; it is larger than the training set "
+                         f"({data.num_train} images, drop_last={cfg.data.drop_last}), so an epoch has no step")
+    check_norm_inputs(model, data.test, cfg.data.batch_size)
     scheduler = build_scheduler(optimizer, ocfg, len(data.train), cfg.train.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision.autocast == "float16")
     run_dir.mkdir(parents=True, exist_ok=True)
+    runs.remove_stale_temps(run_dir)
     if not (run_dir / runs.CONFIG).exists():
         text = OmegaConf.to_yaml(OmegaConf.create(config))
         runs.atomic_write_bytes(run_dir / runs.CONFIG, lambda p: Path(p).write_text(text))
@@ -162,8 +182,9 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _train_epoch(run: Run, epoch: int) -> dict | None:
-    """One epoch of SGD; returns the epoch row, or None when the loss stops being finite."""
+def _train_epoch(run: Run, epoch: int, stop: StopOnSignal) -> dict | None:
+    """One epoch of SGD; returns the epoch row, or None when the loss stops being finite or a stop
+    was requested (the caller tells the two apart)."""
     cfg, model = run.cfg, run.model
     model.train()
     for hook in run.hooks:
@@ -174,8 +195,9 @@ def _train_epoch(run: Run, epoch: int) -> dict | None:
     window = torch.zeros(3, device=run.device)
     epoch_lr = run.scheduled_lr()
     start = time.perf_counter()
+    tty = sys.stderr.isatty()
     bar = tqdm(run.data.train.epoch(epoch), total=steps, desc=f"epoch {epoch}/{cfg.train.epochs}",
-               disable=not cfg.train.progress, leave=False, dynamic_ncols=True)
+               disable=not (cfg.train.progress and tty), leave=False, dynamic_ncols=True)
     for i, (x, y) in enumerate(bar):
         logged = (run.step + 1) % cfg.train.log_every == 0
         lr = run.scheduled_lr()
@@ -213,8 +235,13 @@ def _train_epoch(run: Run, epoch: int) -> dict | None:
                 return None
             row = {"step": run.step, "epoch": epoch, "lr": lr, "loss": w_loss / w_seen, "acc": 100 * w_correct / w_seen}
             run.logger.log_step(run.step, row, layer_rows(run.weights, lrs, epoch, run.step, angles))
-            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.1f}",
-                            img_s=f"{total[2].item() / (time.perf_counter() - start):.0f}")
+            img_s = total[2].item() / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.1f}", img_s=f"{img_s:.0f}")
+            if cfg.train.progress and not tty:  # a log file gets a line per logged step, not a bar
+                print(f"epoch {epoch} step {i + 1}/{steps}  loss {row['loss']:.4f} acc {row['acc']:.2f}  "
+                      f"{img_s:.0f} img/s", file=sys.stderr)
+        if stop.requested:
+            return None
     loss_sum, correct, seen = total.tolist()
     if not math.isfinite(loss_sum):
         return None

@@ -1,6 +1,7 @@
 """Start-up checks: a bad value fails here, with one line naming it, before any data loads."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -26,9 +27,11 @@ def _one_of(name: str, value, valid) -> None:
 
 
 def _positive(name: str, value, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and (value >= 0 if allow_zero else value > 0))
     if not ok:
-        raise ValueError(f"{name}={value!r} is not valid; it must be a {'non-negative' if allow_zero else 'positive'} number")
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name}={value!r} is not valid; it must be a finite {kind} number")
 
 
 def writable_root(path: Path) -> None:
@@ -44,6 +47,8 @@ def validate(cfg) -> None:
     from normmatters.models import MODEL_NAMES
     from normmatters.norms import build_norm
 
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ValueError(f"seed={cfg.seed!r} is not valid; it must be an integer")
     _one_of("model.name", cfg.model.name, MODEL_NAMES)
     _positive("model.width", cfg.model.width)
     try:
@@ -89,6 +94,9 @@ def _validate_optim(optim) -> None:
         raise ValueError(f"optim.momentum={optim.momentum!r} is not valid; it must be in [0, 1)")
     _one_of("optim.wd_scope", optim.wd_scope, WD_SCOPES)
     _one_of("optim.schedule", optim.schedule, SCHEDULES)
+    gamma = optim.gamma
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (0 < gamma <= 1):
+        raise ValueError(f"optim.gamma={gamma!r} is not valid; the LR drop factor must be in (0, 1]")
     _one_of("optim.control", optim.control, CONTROLS)
     # null = the authors' choice; null rather than a value so that configs of runs made before
     # these keys existed (where they are absent) still compare equal
