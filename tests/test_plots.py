@@ -377,3 +377,13 @@ def test_runaway_table_flags_runaway_and_frozen_channels(tmp_path):
     assert not rows.loc["Norm schedule", "runaway"] and rows.loc["Norm schedule", "peak_ratio"] == pytest.approx(90.0)
     text = runaway_markdown(table)
     assert "| LR correction | 1 of 1 (0) | 2 |" in text and "| Norm schedule | 0 of 1 (none) | – |" in text
+
+
+def test_a_run_that_diverged_in_its_first_epoch_still_counts(arms, tmp_path):
+    early = tmp_path / "early_s0"
+    early.mkdir()
+    runs.write_meta(early, status="diverged", seed=0, final={"status": "diverged", "epoch": 1, "step": 50})
+    claims = wd_claims({**arms, "LR correction, interpolated reference": [early]})
+    row = claims.loc["LR correction, interpolated reference"]
+    assert row["n_seeds"] == 1 and row["n_diverged"] == 1 and row["verdict"].startswith("diverged")
+    plot_wd_arms({**arms, "LR correction, interpolated reference": [early]})  # draws without it

@@ -132,9 +132,13 @@ def as_percent(acc: pd.Series) -> pd.Series:
 
 
 def load_run(run_dir: str | Path) -> RunCurve | None:
-    """A run's test accuracy by epoch (None, with a warning, when it has no epochs table yet)."""
+    """A run's test accuracy by epoch (None, with a warning, when it has no epochs table yet; a run
+    that diverged before its first epoch ended is kept, with no accuracies, so that it counts)."""
     run_dir = Path(run_dir)
     if not runs.has_table(run_dir, "epochs"):
+        meta = runs.read_meta(run_dir)
+        if meta.get("status") == "diverged":
+            return RunCurve(run_dir, pd.Series(dtype=float), meta)
         warnings.warn(f"no epochs table in {run_dir}; run left out", stacklevel=3)
         return None
     frame = runs.read_table(run_dir, "epochs")

@@ -283,7 +283,7 @@ def _restore(run: Run, state: dict) -> int:
 
 def _stop(run: Run, status: str, epoch: int) -> dict:
     epochs = run.logger.rows["epochs"]
-    final = {"status": status, "epoch": epoch, **(epochs[-1] if epochs else {})}
+    final = {"status": status, "epoch": epoch, **(epochs[-1] if epochs else {}), "step": run.step}
     if status == "diverged":
         print(f"run diverged at epoch {epoch}, step {run.step} (loss not finite); "
               f"marked diverged in {run.logger.run_dir / runs.META}", file=sys.stderr)
