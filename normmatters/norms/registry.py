@@ -1,11 +1,16 @@
 """The one entry point models and configs use to get a normalization layer by name."""
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn as nn
 
 from .constants import NORM_KINDS, check_kind
 from .lp_batchnorm import LpBatchNorm
+
+# keyword options build_norm passes on to LpBatchNorm
+OPTIONS = tuple(p for p in inspect.signature(LpBatchNorm.__init__).parameters if p not in ("self", "num_features", "kind"))
 
 
 def build_norm(kind: str, num_features: int, **options) -> nn.Module:
@@ -19,6 +24,9 @@ def build_norm(kind: str, num_features: int, **options) -> nn.Module:
     kind = check_kind(kind, NORM_KINDS)
     if kind == "none":
         return nn.Identity()
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown norm option {unknown[0]!r} (value {options[unknown[0]]!r}); valid: {', '.join(OPTIONS)}")
     return LpBatchNorm(num_features, kind=kind, **options)
 
 
