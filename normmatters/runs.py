@@ -209,3 +209,29 @@ def existing_result(run_dir: str | Path, config: dict) -> dict | None:
     if meta.get("status") in DONE:
         return {"status": meta["status"], **meta.get("final", {})}
     return None
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Every run directory (one with a config.yaml and a meta.json) under ``root``, sorted."""
+    return sorted(p.parent for p in Path(root).rglob(CONFIG) if (p.parent / META).exists())
+
+
+def load_runs(paths: str | Path | list, table: str = "epochs") -> pd.DataFrame:
+    """One tidy frame of many runs: the rows of each run's ``table`` with its run_dir, status and
+    every identity key of its config (dotted names, e.g. ``optim.lr``) as columns.
+    ``paths``: a directory to search (see :func:`find_runs`) or a list of run directories."""
+    from omegaconf import OmegaConf
+
+    dirs = find_runs(paths) if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    frames = []
+    for run_dir in dirs:
+        if not has_table(run_dir, table):
+            continue
+        config = identity(OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG)))
+        frame = read_table(run_dir, table)
+        extra = {"run_dir": str(run_dir), "status": status(run_dir),
+                 **{k: v for k, v in config.items() if k not in frame.columns and not isinstance(v, list)}}
+        frames.append(frame.assign(**extra))
+    if not frames:
+        raise ValueError(f"no run with a {table} table in {paths}")
+    return pd.concat(frames, ignore_index=True)

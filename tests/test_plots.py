@@ -387,3 +387,27 @@ def test_a_run_that_diverged_in_its_first_epoch_still_counts(arms, tmp_path):
     row = claims.loc["LR correction, interpolated reference"]
     assert row["n_seeds"] == 1 and row["n_diverged"] == 1 and row["verdict"].startswith("diverged")
     plot_wd_arms({**arms, "LR correction, interpolated reference": [early]})  # draws without it
+
+
+def test_load_runs_and_plot_sweep(tmp_path):
+    from normmatters.plots import plot_sweep
+
+    finals = {}
+    for lr in (0.1, 0.05):
+        for seed in (0, 1):
+            run_dir = tmp_path / "sweep" / f"lr{lr}_s{seed}"
+            acc = [50 + 10 * lr * e + seed for e in range(1, 4)]
+            make_run(run_dir, acc, seed, "finished", config=False)
+            (run_dir / runs.CONFIG).write_text(f"seed: {seed}\nout_root: {tmp_path}\noptim:\n  lr: {lr}\n  milestones: [2]\n")
+            finals[(lr, seed)] = acc[-1]
+    (tmp_path / "sweep" / "not_a_run").mkdir()
+    frame = runs.load_runs(tmp_path / "sweep")
+    assert len(frame) == 4 * 3 and {"optim.lr", "seed", "status", "run_dir", "test_acc"} <= set(frame.columns)
+    assert "out_root" not in frame.columns  # location keys are not part of a run's identity
+    last = frame[frame["epoch"] == 3].set_index(["optim.lr", "seed"])["test_acc"]
+    assert last.to_dict() == pytest.approx(finals)
+    fig = plot_sweep(frame, "optim.lr")
+    lines = {ln.get_label(): ln.get_ydata() for ln in fig.axes[0].get_lines()}
+    assert lines["optim.lr=0.05 (n=2)"][-1] == pytest.approx((finals[(0.05, 0)] + finals[(0.05, 1)]) / 2)
+    with pytest.raises(ValueError, match="no column 'optim.momentum'"):
+        plot_sweep(frame, "optim.momentum")
