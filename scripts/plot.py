@@ -1,15 +1,17 @@
-"""Rebuild every figure and claims table under results/ from the logged run tables.
+"""Rebuild every experiment report under results/ from the logged run tables.
 
     python scripts/plot.py [RESULTS_DIR]
 
-Needs neither the data nor a GPU: a figure is a function of the tables in the run directories.
+Needs neither the data nor a GPU: a report is a function of the tables in the run directories.
+An experiment directory is reported by every experiment of configs/reproduce/ whose first arm
+has runs in it.
 """
 import argparse
 import sys
 from pathlib import Path
 
-from normmatters.experiments import wd_lr
-from normmatters.experiments.report import write_wd_report
+from normmatters.experiments import definition
+from normmatters.experiments.report import REPORTS
 
 
 def main() -> int:
@@ -20,15 +22,18 @@ def main() -> int:
         print(f"error: results directory {str(args.results)!r} does not exist", file=sys.stderr)
         return 2
     found = 0
+    experiments = [definition.load_experiment(n) for n in definition.experiment_names()]
     for exp_dir in sorted(p for p in args.results.iterdir() if p.is_dir()):
-        arms = wd_lr.discover(exp_dir)
-        if "WD on" not in arms:
-            continue
-        for path in write_wd_report(arms, exp_dir):
-            print(f"wrote {path}")
-        found += 1
+        for exp in experiments:
+            arms = definition.discover(exp, exp_dir)
+            first = exp.arms[exp.default_arms[0]].label
+            if first not in arms or not exp.report:
+                continue
+            for path in REPORTS[exp.report](arms, exp_dir):
+                print(f"wrote {path}")
+            found += 1
     if not found:
-        print(f"error: no weight-decay experiment (a wd_on_s<seed> run) under {args.results}", file=sys.stderr)
+        print(f"error: no experiment runs (e.g. a wd_on_s<seed> run) under {args.results}", file=sys.stderr)
         return 2
     return 0
 

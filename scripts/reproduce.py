@@ -1,9 +1,12 @@
-"""Reproduce PAPER.md §2 (weight decay vs LR correction vs norm schedule) and write its report.
+"""Run an experiment of configs/reproduce/ and write its report.
 
-    python scripts/reproduce.py --profile cpu --seeds 0,1,2 [--out-root outputs] [hydra overrides ...]
+    python scripts/reproduce.py --list
+    python scripts/reproduce.py --experiment wd_vgg11 --profile cpu --seeds 0-3 [--arms a,b] [--dry-run]
+                                [--out-root outputs] [hydra overrides ...]
 
-Runs every arm and seed in order (WD on first: it is the others' reference), skips finished runs,
-resumes interrupted ones, then writes figure.png and claims.md beside the runs.
+Runs every arm and seed in dependency order (an arm after the arms it needs, same seed), skips
+finished runs, resumes interrupted ones, goes on after a failed one, prints "run i/N" with a time
+estimate, then writes the report beside the runs. --dry-run prints the plan and its cost only.
 """
 import argparse
 import os
@@ -16,39 +19,80 @@ os.environ.setdefault("WANDB_SILENT", "true")
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from normmatters.cli import run_or_exit  # noqa: E402
-from normmatters.experiments import wd_lr  # noqa: E402
-from normmatters.experiments.report import write_wd_report  # noqa: E402
+from normmatters.experiments import definition, runner  # noqa: E402
+from normmatters.experiments.report import REPORTS  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PROFILES = ("auto", "cpu", "paper", "smoke")
 
 
-def main() -> None:
+def seeds(text: str) -> list[int]:
+    """"0,2,5" or "0-3" or a mix: "0-3,7"."""
+    out = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r} is not valid; use e.g. 0,1,2 or 0-7") from None
+    return out
+
+
+def compose_train(extra):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name="train", overrides=list(extra))
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", default="wd_vgg11", help="a name from --list, 'all', or a .yaml path")
+    parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument("--profile", default="auto", choices=PROFILES,
                         help="paper (GPU scale), cpu (2-core scale), smoke; auto = paper with CUDA, else cpu")
-    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
-                        help="comma-separated seeds (default: 0,1,2, as in results/)")
+    parser.add_argument("--seeds", type=seeds, default=[0, 1, 2], help="e.g. 0,1,2 or 0-7 (default 0,1,2)")
+    parser.add_argument("--arms", default=None, help="comma-separated arms (default: the experiment's arms)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated cost, run nothing")
     parser.add_argument("--out-root", default="outputs",
                         help="where run directories go (default: outputs; the committed runs are in results/)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every arm, e.g. data.path=...")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. data.path=...")
     args = parser.parse_args()
+    if args.list:
+        for name in definition.experiment_names():
+            exp = definition.load_experiment(name)
+            print(f"{name:<16} {exp.description}  [arms: {', '.join(exp.default_arms)}; "
+                  f"variants: {', '.join(n for n, a in exp.arms.items() if a.variant) or 'none'}]")
+        return 0
     profile = args.profile
     if profile == "auto":
         import torch
 
         profile = "paper" if torch.cuda.is_available() else "cpu"
         print(f"profile: {profile} ({'CUDA found' if profile == 'paper' else 'no CUDA'}; use --profile to choose)")
-    overrides = [f"out_root={args.out_root}", *args.overrides]
+    names = definition.experiment_names() if args.experiment == "all" else [args.experiment]
+    failed = 0
+    for name in names:
+        failed += run_or_exit(one, name, profile, args)
+    return 1 if failed else 0
 
-    def compose_train(extra):
-        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-            return compose(config_name="train", overrides=list(extra))
 
-    arms = run_or_exit(wd_lr.run, compose_train, profile, args.seeds, overrides)
-    out = wd_lr.experiment_dir(compose_train, profile, overrides)
-    written = write_wd_report(arms, out)
-    print("\n".join(f"wrote {p}" for p in written))
+def one(name: str, profile: str, args) -> int:
+    exp = definition.load_experiment(name)
+    arms = args.arms.split(",") if args.arms else None
+    jobs = runner.plan(exp, compose_train, profile, args.seeds, arms, [f"out_root={args.out_root}", *args.overrides])
+    print(runner.describe_plan(exp, jobs, profile), flush=True)
+    if args.dry_run:
+        return 0
+    table = runner.run(exp, jobs, profile)
+    exp_dir = jobs[0].run_dir.parent
+    found = definition.discover(exp, exp_dir)
+    if exp.report and found:
+        print("\n".join(f"wrote {p}" for p in REPORTS[exp.report](found, exp_dir)))
+    bad = table[~table["status"].isin(["finished", "diverged"])]
+    if len(bad):
+        print(f"{len(bad)} of {len(table)} runs did not finish: "
+              + "; ".join(f"{r.arm} seed {r.seed}: {r.status} {r.error}".strip() for r in bad.itertuples()),
+              file=sys.stderr)
+    return len(bad)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ import pytest
 
 from conftest import REPO
 from normmatters import runs
-from normmatters.experiments import wd_lr
+from normmatters.experiments.definition import discover, load_experiment
+
+EXP = load_experiment("wd_vgg11")
+LABELS = [EXP.arms[a].label for a in EXP.default_arms]
 
 ENV = {**os.environ, "WANDB_MODE": "offline"}
 
@@ -31,9 +34,10 @@ def experiment(tiny_cifar, tmp_path_factory):
 
 def test_arms_run_in_order_and_reference_the_wd_on_run(experiment):
     exp_dir, proc = experiment
-    order = [line.split(" (")[0][3:] for line in proc.stdout.splitlines() if line.startswith("== ")]
-    assert order == list(wd_lr.ARMS.values())
-    for arm in wd_lr.ARMS:
+    order = [line.split(": ", 1)[1].split(" (seed")[0] for line in proc.stdout.splitlines() if line.startswith("== run ")]
+    assert order == LABELS
+    assert "== run 1/4: WD on" in proc.stdout and "min left" in proc.stdout
+    for arm in EXP.default_arms:
         run_dir = exp_dir / f"{arm}_s0"
         assert runs.status(run_dir) == "finished"
         assert sorted(runs.read_table(run_dir, "epochs")["epoch"]) == [1, 2]
@@ -45,17 +49,17 @@ def test_report_is_written_from_the_tables(experiment):
     exp_dir, _ = experiment
     assert (exp_dir / "figure.png").stat().st_size > 10_000
     claims = (exp_dir / "claims.md").read_text()
-    for label in wd_lr.ARMS.values():
+    for label in LABELS:
         assert label in claims
 
 
 def test_rerun_skips_finished_arms(experiment, tiny_cifar):
     exp_dir, _ = experiment
-    before = {arm: (exp_dir / f"{arm}_s0" / "epochs.parquet").stat().st_mtime_ns for arm in wd_lr.ARMS}
+    before = {arm: (exp_dir / f"{arm}_s0" / "epochs.parquet").stat().st_mtime_ns for arm in EXP.default_arms}
     proc = reproduce(exp_dir.parent, tiny_cifar)
     assert proc.returncode == 0
     assert proc.stderr.count("already finished") == 4
-    after = {arm: (exp_dir / f"{arm}_s0" / "epochs.parquet").stat().st_mtime_ns for arm in wd_lr.ARMS}
+    after = {arm: (exp_dir / f"{arm}_s0" / "epochs.parquet").stat().st_mtime_ns for arm in EXP.default_arms}
     assert after == before
 
 
@@ -103,7 +107,7 @@ def test_discover_finds_the_arms_and_the_extra_arm(tmp_path):
     for name in ["wd_on_s0", "wd_on_s1", "wd_off_s0", "wd_lr_correction_s0", "wd_lr_correction_grad_s0",
                  "wd_norm_schedule_s0", "wd_on_old", "notes"]:
         (tmp_path / name).mkdir()
-    found = {label: [p.name for p in dirs] for label, dirs in wd_lr.discover(tmp_path).items()}
+    found = {label: [p.name for p in dirs] for label, dirs in discover(EXP, tmp_path).items()}
     assert found == {"WD on": ["wd_on_s0", "wd_on_s1"], "WD off": ["wd_off_s0"],
                      "WD off + LR correction": ["wd_lr_correction_s0"], "Norm schedule": ["wd_norm_schedule_s0"],
                      "LR correction, gradient mode": ["wd_lr_correction_grad_s0"]}
@@ -124,7 +128,7 @@ def test_experiment_variants_name_their_options(compose, experiment, control, mo
     assert cfg.optim.reference.endswith(f"wd_vgg11_cpu/{reference}") and cfg.optim.wd_scope == "last_only"
     assert cfg.run_tag == f"{experiment}_s3"
     if experiment != "wd_lr_correction_per_step":
-        assert experiment in wd_lr.ARMS or experiment in wd_lr.EXTRA_ARMS
+        assert experiment in EXP.arms
 
 
 def test_wd_on_and_off_configs_leave_the_new_keys_null(compose):

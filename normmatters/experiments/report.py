@@ -31,3 +31,7 @@ def write_wd_report(arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[P
     atomic_write_bytes(table_md, lambda p: Path(p).write_text(text + "\n"))
     atomic_write_bytes(table_csv, lambda p: claims.to_csv(p))
     return [figure, norms, table_md, table_csv]
+
+
+# experiment file `report:` key -> function(arms {label: [run dirs]}, out_dir) -> written paths
+REPORTS = {"wd": write_wd_report}

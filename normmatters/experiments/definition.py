@@ -1,0 +1,149 @@
+"""An experiment as data: a file in ``configs/reproduce/`` naming its arms, which arm feeds which, and
+its report. Loaded and checked here, once; the runner (:mod:`.runner`) only executes it.
+
+    description: one line for --list
+    report: wd                     # a key of normmatters.experiments.reports.REPORTS
+    minutes_per_run: {cpu: 13}     # per profile, until finished runs give a measured figure
+    arms:                          # run by default
+      wd_on: {label: WD on, overrides: [experiment=wd_on]}
+      wd_lr_correction: {label: ..., overrides: [...], needs: [wd_on]}   # same seed, runs after wd_on
+    variants:                      # run when named (--arms); reported when their runs exist
+      ...: {label: ..., overrides: [...], needs: [...], report: false}
+
+Each arm's runs are named ``<arm>_s<seed>`` (its config's ``run_tag``), which is how the report
+finds the runs of every seed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "reproduce"
+KEYS = ("description", "report", "minutes_per_run", "arms", "variants")
+ARM_KEYS = ("label", "overrides", "needs", "report")
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    label: str
+    overrides: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+    report: bool = True
+    variant: bool = False
+
+
+@dataclass
+class Experiment:
+    name: str
+    path: Path
+    description: str
+    report: str
+    minutes_per_run: dict[str, float]
+    arms: dict[str, Arm] = field(default_factory=dict)  # default arms first, then variants
+
+    @property
+    def default_arms(self) -> list[str]:
+        return [n for n, a in self.arms.items() if not a.variant]
+
+    def order(self, names: list[str]) -> list[str]:
+        """``names`` and everything they need, each arm after the arms it needs (file order otherwise)."""
+        unknown = [n for n in names if n not in self.arms]
+        if unknown:
+            raise ValueError(f"--arms names {unknown[0]!r}, not an arm of experiment {self.name}; valid: "
+                             f"{', '.join(self.arms)}")
+        wanted: set[str] = set()
+        stack = list(names)
+        while stack:
+            name = stack.pop()
+            if name not in wanted:
+                wanted.add(name)
+                stack.extend(self.arms[name].needs)
+        done: list[str] = []
+        while len(done) < len(wanted):
+            for name in self.arms:  # validated acyclic at load time, so each pass adds one
+                if name in wanted and name not in done and all(n in done for n in self.arms[name].needs):
+                    done.append(name)
+                    break
+        return done
+
+
+def _arm(exp: str, name: str, spec, variant: bool) -> Arm:
+    spec = OmegaConf.to_container(spec) if spec is not None else {}
+    if not isinstance(spec, dict):
+        raise ValueError(f"experiment {exp}: arm {name!r} must be a mapping with keys {', '.join(ARM_KEYS)}")
+    bad = sorted(set(spec) - set(ARM_KEYS))
+    if bad:
+        raise ValueError(f"experiment {exp}: arm {name!r} has unknown key {bad[0]!r}; valid: {', '.join(ARM_KEYS)}")
+    overrides = spec.get("overrides") or []
+    if not isinstance(overrides, list) or not overrides or not all(isinstance(o, str) for o in overrides):
+        raise ValueError(f"experiment {exp}: arm {name!r} needs `overrides`, a non-empty list of key=value strings")
+    return Arm(name, str(spec.get("label", name)), tuple(overrides), tuple(spec.get("needs") or ()),
+               bool(spec.get("report", True)), variant)
+
+
+def load_experiment(name_or_path: str | Path) -> Experiment:
+    """The experiment ``configs/reproduce/<name>.yaml`` (or a path to such a file), checked."""
+    path = Path(name_or_path)
+    if path.suffix != ".yaml":
+        path = EXPERIMENTS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ValueError(f"--experiment {name_or_path!r} is not valid; valid: {', '.join(experiment_names())} "
+                         "or a path to such a .yaml file")
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as err:  # yaml and omegaconf raise several kinds
+        raise ValueError(f"experiment file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    bad = sorted(set(raw) - set(KEYS))
+    if bad:
+        raise ValueError(f"experiment file {path}: unknown key {bad[0]!r}; valid: {', '.join(KEYS)}")
+    exp = Experiment(path.stem, path, str(raw.get("description", "")), str(raw.get("report", "")),
+                     {str(k): float(v) for k, v in (raw.get("minutes_per_run") or {}).items()})
+    for group, variant in (("arms", False), ("variants", True)):
+        for name, spec in (raw.get(group) or {}).items():
+            if name in exp.arms:
+                raise ValueError(f"experiment {exp.name}: arm {name!r} is defined twice")
+            exp.arms[str(name)] = _arm(exp.name, str(name), spec, variant)
+    if not exp.default_arms:
+        raise ValueError(f"experiment {exp.name}: `arms` is empty; name at least one arm")
+    for arm in exp.arms.values():
+        missing = [n for n in arm.needs if n not in exp.arms]
+        if missing:
+            raise ValueError(f"experiment {exp.name}: arm {arm.name!r} needs {missing[0]!r}, which is not an arm")
+    _check_acyclic(exp)
+    return exp
+
+
+def _check_acyclic(exp: Experiment) -> None:
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 1:
+            raise ValueError(f"experiment {exp.name}: arms need each other in a cycle: {' -> '.join(path + [name])}")
+        if state.get(name) == 2:
+            return
+        state[name] = 1
+        for n in exp.arms[name].needs:
+            visit(n, path + [name])
+        state[name] = 2
+
+    for name in exp.arms:
+        visit(name, [])
+
+
+def experiment_names() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def discover(exp: Experiment, exp_dir: Path) -> dict[str, list[Path]]:
+    """{label: run dirs} of the reported arms of ``exp`` found in ``exp_dir`` (``<arm>_s<seed>``)."""
+    found: dict[str, list[Path]] = {}
+    for name, arm in exp.arms.items():
+        if not arm.report:
+            continue
+        dirs = [p for p in Path(exp_dir).glob(f"{name}_s*") if p.name[len(name) + 2:].isdigit() and p.is_dir()]
+        if dirs:
+            found[arm.label] = sorted(dirs, key=lambda p: int(p.name[len(name) + 2:]))
+    return found

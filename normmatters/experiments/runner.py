@@ -1,0 +1,116 @@
+"""Run an experiment (:mod:`.definition`): every arm and seed in dependency order, skipping finished
+runs, resuming interrupted ones, going on after a failed one, with "run i/N" and a time estimate.
+
+A run whose arm needs another arm of the same seed waits for it and is skipped (recorded, not
+run) when that one did not finish. Ctrl-C / SIGTERM stop everything (the current run is marked
+interrupted). The plan and its cost can be printed without running anything (``dry_run``).
+"""
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from normmatters import runs
+
+from .definition import Arm, Experiment
+
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+@dataclass
+class Job:
+    arm: Arm
+    seed: int
+    cfg: object
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.run_dir)
+
+
+def plan(exp: Experiment, compose: Callable, profile: str, seeds: list[int], arms: list[str] | None = None,
+         overrides: list[str] = ()) -> list[Job]:
+    """The runs to do, in order: per seed, the arms (default ones unless named) after what they need."""
+    names = exp.order(list(arms) if arms else exp.default_arms)
+    return [Job(exp.arms[name], seed, compose([*exp.arms[name].overrides, f"profile={profile}", f"seed={seed}",
+                                                *overrides]))
+            for seed in seeds for name in names]
+
+
+def state(job: Job) -> str:
+    """finished | diverged | resume after epoch E | restart (running, no checkpoint) | new."""
+    status = runs.status(job.run_dir)
+    if status in runs.DONE:
+        return status
+    if (job.run_dir / runs.CHECKPOINT).exists() and runs.has_table(job.run_dir, "epochs"):
+        return f"resume after epoch {int(runs.read_table(job.run_dir, 'epochs')['epoch'].max())}"
+    return "new" if status is None else f"restart ({status}, no checkpoint)"
+
+
+def minutes_per_run(exp: Experiment, profile: str, jobs: list[Job]) -> float:
+    """Mean training minutes of the finished runs in the plan, else the experiment file's figure."""
+    done = [runs.read_table(j.run_dir, "epochs")["seconds"].sum() / 60 for j in jobs
+            if runs.status(j.run_dir) == "finished" and runs.has_table(j.run_dir, "epochs")]
+    if done:
+        return float(sum(done) / len(done))
+    return float(exp.minutes_per_run.get(profile, float("nan")))
+
+
+def describe_plan(exp: Experiment, jobs: list[Job], profile: str) -> str:
+    per_run = minutes_per_run(exp, profile, jobs)
+    lines = [f"experiment {exp.name}: {exp.description}", f"{'#':>4}  {'arm':<30} {'seed':>4}  {'state':<24} run dir"]
+    todo = 0
+    for i, job in enumerate(jobs, 1):
+        st = state(job)
+        todo += st not in runs.DONE
+        lines.append(f"{i:>4}  {job.arm.name:<30} {job.seed:>4}  {st:<24} {job.run_dir}")
+    lines.append(f"{len(jobs)} runs, {todo} to do: about {todo * per_run:.0f} minutes at {per_run:.1f} min/run "
+                 f"(profile {profile})")
+    return "\n".join(lines)
+
+
+def run(exp: Experiment, jobs: list[Job], profile: str, train: Callable | None = None) -> pd.DataFrame:
+    """Do the plan; returns one row per job (arm, seed, status, test_acc, run_dir, error)."""
+    if train is None:
+        from normmatters.train import train
+    per_run = minutes_per_run(exp, profile, jobs)
+    results: dict[tuple[str, int], dict] = {}
+    trained, trained_minutes = 0, 0.0
+    for i, job in enumerate(jobs, 1):
+        left = sum(state(j) not in runs.DONE for j in jobs[i - 1:]) * per_run
+        print(f"== run {i}/{len(jobs)}: {job.arm.label} (seed {job.seed}, profile {profile}) -> {job.run_dir}  "
+              f"[about {left:.0f} min left]", flush=True)
+        fresh, start = state(job) == "new", time.perf_counter()
+        results[(job.arm.name, job.seed)] = _one(job, results, train)
+        if fresh and results[(job.arm.name, job.seed)]["status"] == "finished":  # measured: use it from now on
+            trained, trained_minutes = trained + 1, trained_minutes + (time.perf_counter() - start) / 60
+            per_run = trained_minutes / trained
+    table = pd.DataFrame(results.values())
+    print("\n" + table.drop(columns=["error"]).to_string(index=False), flush=True)
+    return table
+
+
+def _one(job: Job, results: dict, train: Callable) -> dict:
+    row = {"arm": job.arm.name, "seed": job.seed, "status": None, "test_acc": None, "run_dir": str(job.run_dir),
+           "error": ""}
+    blocked = [n for n in job.arm.needs if results.get((n, job.seed), {}).get("status") != "finished"]
+    if blocked:
+        row.update(status="skipped", error=f"needs {blocked[0]} (seed {job.seed}), which did not finish")
+        print(f"skipped: {row['error']}", file=sys.stderr)
+        return row
+    try:
+        final = train(job.cfg)
+        row.update(status=final.get("status"), test_acc=final.get("test_acc"))
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        row.update(status="failed", error=str(err))
+    except Exception as err:  # noqa: BLE001 - recorded, shown, and the experiment goes on
+        traceback.print_exc()
+        row.update(status="failed", error=f"{type(err).__name__}: {err}")
+    return row

@@ -1,0 +1,89 @@
+"""The experiment runner: experiments as data (configs/reproduce/*.yaml), plans, failures, --list, --dry-run."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from normmatters import runs
+from normmatters.experiments.definition import load_experiment
+
+ENV = {**os.environ, "WANDB_MODE": "offline"}
+
+
+def reproduce(*args, timeout=900):
+    return subprocess.run([sys.executable, "scripts/reproduce.py", *args], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def write_experiment(path, body: str):
+    path.write_text(body)
+    return path
+
+
+def test_list_shows_every_experiment_with_one_line():
+    proc = reproduce("--list")
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("wd_vgg11"))
+    assert "PAPER.md §2" in line and "wd_lr_correction" in line and "wd_lr_correction_interp" in line
+
+
+def test_dry_run_prints_the_plan_and_its_cost_and_runs_nothing(tmp_path):
+    proc = reproduce("--experiment", "wd_vgg11", "--profile", "cpu", "--seeds", "0-1", "--arms", "wd_lr_correction_grad",
+                     "--dry-run", "--out-root", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    rows = [ln.split() for ln in proc.stdout.splitlines() if ln.strip()[:1].isdigit() and "wd_" in ln]
+    assert [(r[1], r[2]) for r in rows] == [("wd_on", "0"), ("wd_lr_correction_grad", "0"),
+                                            ("wd_on", "1"), ("wd_lr_correction_grad", "1")]  # the needed arm first
+    assert "4 runs, 4 to do: about 52 minutes at 13.0 min/run (profile cpu)" in proc.stdout
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_experiment_definitions_are_one_line(tmp_path):
+    cycle = write_experiment(tmp_path / "cycle.yaml", "arms:\n  a: {overrides: [seed=1], needs: [b]}\n"
+                             "  b: {overrides: [seed=2], needs: [a]}\n")
+    with pytest.raises(ValueError, match="cycle: a -> b -> a"):
+        load_experiment(cycle)
+    unknown = write_experiment(tmp_path / "unknown.yaml", "arms:\n  a: {overrides: [seed=1], needs: [zz]}\n")
+    with pytest.raises(ValueError, match="arm 'a' needs 'zz', which is not an arm"):
+        load_experiment(unknown)
+    broken = write_experiment(tmp_path / "broken.yaml", "arms: {a: [\n")
+    with pytest.raises(ValueError, match="broken.yaml is not valid YAML"):
+        load_experiment(broken)
+    key = write_experiment(tmp_path / "key.yaml", "arms:\n  a: {overrides: [seed=1], color: red}\n")
+    with pytest.raises(ValueError, match="unknown key 'color'"):
+        load_experiment(key)
+    proc = reproduce("--experiment", "nosuch", "--dry-run")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --experiment 'nosuch' is not valid; valid: ")
+    proc = reproduce("--seeds", "0-x", "--dry-run")
+    assert proc.returncode == 2 and "--seeds '0-x' is not valid" in proc.stderr
+
+
+def test_a_failing_arm_does_not_stop_the_others_and_its_dependents_are_skipped(tiny_cifar, tmp_path):
+    exp = write_experiment(tmp_path / "mini.yaml", """description: a test experiment
+report: wd
+minutes_per_run: {smoke: 0.1}
+arms:
+  wd_on: {label: WD on, overrides: [experiment=wd_on]}
+  broken:
+    label: broken
+    overrides: [experiment=wd_off, "run_tag=broken_s${seed}", optim.lr=-1]
+  after_broken:
+    label: after broken
+    overrides: [experiment=wd_off, "run_tag=after_s${seed}"]
+    needs: [broken]
+  wd_off: {label: WD off, overrides: [experiment=wd_off]}
+""")
+    proc = reproduce("--experiment", str(exp), "--profile", "smoke", "--seeds", "0", "--out-root", str(tmp_path / "out"),
+                     f"data.path={tiny_cifar}", f"data.cache_dir={tmp_path}/cache", "data.batch_size=16",
+                     "train.progress=false", "model=resnet20")
+    assert proc.returncode == 1, proc.stderr
+    assert "error: optim.lr=-1 is not valid" in proc.stderr
+    assert "skipped: needs broken (seed 0), which did not finish" in proc.stderr
+    exp_dir = tmp_path / "out" / "wd_vgg11_smoke"
+    assert runs.status(exp_dir / "wd_on_s0") == "finished" and runs.status(exp_dir / "wd_off_s0") == "finished"
+    assert not (exp_dir / "broken_s0").exists() and not (exp_dir / "after_s0").exists()
+    assert "2 of 4 runs did not finish" in proc.stderr and (exp_dir / "claims.md").exists()
