@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +31,24 @@ def make_image_folder(root: Path, train_per_class: int, test_per_class: int, see
                 pixels = np.clip(palette[c] + noise, 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i:04d}.png")
     return root
+
+
+class SmallBNNet(nn.Module):
+    """conv-BN-ReLU ×2 and a linear classifier: two scale-invariant weights, for optimizer tests."""
+    classifier_name = "fc"
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 3, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(3)
+        self.conv2 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(x.mean((2, 3)))
 
 
 @pytest.fixture(scope="session")

@@ -18,27 +18,11 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import SmallBNNet as Net
 from normmatters import runs
 from normmatters.dynamics.weight_stats import scale_invariant_weights
 from normmatters.optim import (ChannelSGD, LRCorrection, ReferenceNorms, build_optimizer, build_scheduler,
                                build_step_hooks)
-
-
-class Net(nn.Module):
-    classifier_name = "fc"
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(2, 3, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(3)
-        self.conv2 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(4)
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x):
-        x = torch.relu(self.bn1(self.conv1(x)))
-        x = torch.relu(self.bn2(self.conv2(x)))
-        return self.fc(x.mean((2, 3)))
 
 
 def channel_norms(w: torch.Tensor) -> torch.Tensor:
