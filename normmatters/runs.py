@@ -40,7 +40,7 @@ TABLES = ("epochs", "steps", "layers", "channels", "channel_steps")
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 DONE = ("finished", "diverged")
 # Keys that say where things are or how a run reports, not what it computes.
-NOT_IDENTITY = ("out_root", "run_dir", "device", "wandb.mode", "train.progress", "data.path", "data.cache_dir",
+NOT_IDENTITY = ("out_root", "run_dir", "device", "wandb", "train.progress", "data.path", "data.cache_dir",
                 "data.download_root", "hydra")
 
 

@@ -39,7 +39,7 @@ def plan(exp: Experiment, compose: Callable, profile: str, seeds: list[int], arm
     """The runs to do, in order: per seed, the arms (default ones unless named) after what they need."""
     names = exp.order(list(arms) if arms else exp.default_arms)
     return [Job(exp.arms[name], seed, compose([*exp.arms[name].overrides, f"profile={profile}", f"seed={seed}",
-                                                *overrides]))
+                                                f"wandb.job_type={name}", *overrides]))
             for seed in seeds for name in names]
 
 

@@ -31,6 +31,7 @@ class RunLogger:
                                   x_save_requirements=False, disable_git=True)
         return wandb.init(project=wandb_cfg.project, entity=wandb_cfg.entity, mode=wandb_cfg.mode,
                           dir=str(self.run_dir), id=run_id, resume="allow", name=run_name, group=group,
+                          job_type=wandb_cfg.get("job_type"),
                           config=config, settings=settings)
 
     def resume_from(self, epoch: int) -> None:
