@@ -17,10 +17,9 @@ from typing import Callable
 import pandas as pd
 
 from normmatters import runs
+from normmatters.cli import USER_ERRORS
 
 from .definition import Arm, Experiment
-
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 @dataclass
