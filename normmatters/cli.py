@@ -31,19 +31,26 @@ def _in_multirun() -> bool:
         return False
 
 
-def run_job(fn, cfg) -> dict:
-    """One job of ``scripts/train.py``: as run_or_exit for a single run; in a multirun a failing job
-    (bad config, exception) prints one line and returns {"status": "failed", "error": ...} so that the
-    sweep goes on. A signal still stops the whole sweep."""
-    if not _in_multirun():
-        return run_or_exit(fn, cfg)
+def run_recorded(fn, *args) -> dict:
+    """fn(*args) for a caller that goes on after a failure (a sweep job, an experiment's run): a bad
+    config prints one line, an exception its traceback, and either returns
+    {"status": "failed", "error": ...}. A signal (RunInterrupted) still propagates."""
     try:
-        return fn(cfg)
+        return fn(*args)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return {"status": "failed", "error": str(err)}
-    except RunInterrupted as err:
-        sys.exit(err.exit_code)
-    except Exception as err:  # noqa: BLE001 - recorded, shown, and the sweep goes on
+    except Exception as err:  # noqa: BLE001 - recorded, shown, and the caller goes on
         traceback.print_exc()
         return {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+
+
+def run_job(fn, cfg) -> dict:
+    """One job of ``scripts/train.py``: as run_or_exit for a single run; in a multirun a failing job
+    is recorded (run_recorded) so that the sweep goes on. A signal still stops the whole sweep."""
+    if not _in_multirun():
+        return run_or_exit(fn, cfg)
+    try:
+        return run_recorded(fn, cfg)
+    except RunInterrupted as err:
+        sys.exit(err.exit_code)

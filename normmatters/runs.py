@@ -21,11 +21,19 @@ Identity: two configs are the same run when they agree on every key but the loca
 volatile ones (``NOT_IDENTITY``: where the run, its data and caches live, the device, wandb's
 mode, progress bars); a path under ``out_root`` counts relative to it. So a moved or copied run
 directory still resumes, and is still skipped when finished.
+
+Naming: a run lives in ``<out_root>/<name>/<run_tag>-<hash>``, the hash being 8 hex digits of its
+identity (:func:`config_hash`), so runs that differ in any setting that changes the result never
+share a directory, while the readable ``run_tag`` says what the run is. ``run_dir=<path>`` names a
+directory explicitly instead. A reference to another run may leave the hash out
+(:func:`resolve_run`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -185,6 +193,51 @@ def identity(config: dict) -> dict:
             value = "<out_root>/" + value[len(root) + 1:]
         out[key] = value
     return out
+
+
+def _canonical(value):
+    """1 and 1.0 are one setting (YAML writes either); so are absent and null."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
+
+
+HASH_LEN = 8
+_NAMED = ("name", "run_tag")  # already in the path, readable
+
+
+def config_hash(config: dict) -> str:
+    """8 hex digits of the run's identity: equal for configs :func:`config_differences` calls equal."""
+    ident = {k: _canonical(v) for k, v in identity(config).items() if v is not None and k not in _NAMED}
+    text = json.dumps(ident, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:HASH_LEN]
+
+
+def run_dir_for(config: dict) -> Path:
+    """Where the run of a resolved config lives: its ``run_dir`` when set, else
+    ``<out_root>/<name>/<run_tag>-<config_hash>``."""
+    if config.get("run_dir"):
+        return Path(config["run_dir"])
+    return Path(str(config["out_root"])) / str(config["name"]) / f"{config['run_tag']}-{config_hash(config)}"
+
+
+def _hashed(name: str, prefix: str) -> bool:
+    return name.startswith(prefix + "-") and re.fullmatch(f"[0-9a-f]{{{HASH_LEN}}}", name[len(prefix) + 1:]) is not None
+
+
+def resolve_run(path: str | Path) -> Path:
+    """A run directory named in full, or by ``<dir>/<run_tag>`` without its hash when exactly one run
+    there has that tag. Several: a ValueError naming them. None: ``path`` as given (callers say it is missing)."""
+    path = Path(path)
+    if (path / CONFIG).exists() or not path.parent.is_dir():
+        return path
+    found = sorted(p for p in path.parent.iterdir() if _hashed(p.name, path.name) and (p / CONFIG).exists())
+    if len(found) > 1:
+        raise ValueError(f"{path} matches {len(found)} runs ({', '.join(p.name for p in found)}); "
+                         "name the one you mean in full")
+    return found[0] if found else path
 
 
 def config_differences(saved: dict, now: dict) -> list[str]:

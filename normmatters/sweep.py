@@ -27,11 +27,12 @@ def job_record(config: DictConfig, job_return: JobReturn) -> dict[str, Any]:
     """What one job did: its error when it failed, else its run's status and final metrics (meta.json)."""
     value = job_return._return_value  # (the public property re-raises a stored exception)
     record = {"job": int(config.hydra.job.num), "overrides": " ".join(job_return.overrides or []),
-              "status": None, "test_acc": None, "epoch": None, "run_dir": str(config.get("run_dir", "")), "error": ""}
+              "status": None, "test_acc": None, "epoch": None, "run_dir": "", "error": ""}
     if job_return.status == JobStatus.FAILED:
         return {**record, "status": "failed", "error": f"{type(value).__name__}: {value}"}
     if isinstance(value, dict) and value.get("status") == "failed":
         return {**record, "status": "failed", "error": str(value.get("error", ""))}
+    record["run_dir"] = str(value.get("run_dir", "")) if isinstance(value, dict) else ""
     meta = runs.read_meta(record["run_dir"]) if record["run_dir"] else {}
     final = meta.get("final", {})
     return {**record, "status": meta.get("status"), "test_acc": final.get("test_acc"), "epoch": final.get("epoch"),

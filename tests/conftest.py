@@ -67,3 +67,24 @@ def compose():
             return hydra_compose(config_name="train", overrides=list(overrides))
 
     return _compose
+
+
+def run_dir_of(cfg) -> Path:
+    """Where scripts/train.py puts the run of a composed config (the naming rule of normmatters.runs)."""
+    from omegaconf import OmegaConf
+
+    from normmatters import runs
+
+    return runs.run_dir_for(OmegaConf.to_container(cfg, resolve=True))
+
+
+def hooked_step(model, opt, hooks, x, y, k: int, steps: int) -> None:
+    """One optimizer step as the training loop takes it: backward, every hook's before_step(k, steps),
+    the step, every hook's after_step."""
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    for h in hooks:
+        h.before_step(k, steps)
+    opt.step()
+    for h in hooks:
+        h.after_step()

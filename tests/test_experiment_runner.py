@@ -84,6 +84,7 @@ arms:
     assert "error: optim.lr=-1 is not valid" in proc.stderr
     assert "skipped: needs broken (seed 0), which did not finish" in proc.stderr
     exp_dir = tmp_path / "out" / "wd_vgg11_smoke"
-    assert runs.status(exp_dir / "wd_on_s0") == "finished" and runs.status(exp_dir / "wd_off_s0") == "finished"
-    assert not (exp_dir / "broken_s0").exists() and not (exp_dir / "after_s0").exists()
+    assert runs.status(runs.resolve_run(exp_dir / "wd_on_s0")) == "finished"
+    assert runs.status(runs.resolve_run(exp_dir / "wd_off_s0")) == "finished"
+    assert not list(exp_dir.glob("broken_s0*")) and not list(exp_dir.glob("after_s0*"))
     assert "2 of 4 runs did not finish" in proc.stderr and (exp_dir / "claims.md").exists()

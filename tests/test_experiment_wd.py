@@ -38,10 +38,10 @@ def test_arms_run_in_order_and_reference_the_wd_on_run(experiment):
     assert order == LABELS
     assert "== run 1/4: WD on" in proc.stdout and "min left" in proc.stdout
     for arm in EXP.default_arms:
-        run_dir = exp_dir / f"{arm}_s0"
+        run_dir = runs.resolve_run(exp_dir / f"{arm}_s0")
         assert runs.status(run_dir) == "finished"
         assert sorted(runs.read_table(run_dir, "epochs")["epoch"]) == [1, 2]
-    config = (exp_dir / "wd_lr_correction_s0" / runs.CONFIG).read_text()
+    config = (runs.resolve_run(exp_dir / "wd_lr_correction_s0") / runs.CONFIG).read_text()
     assert "control: lr_correction" in config and "wd_on_s0" in config and "wd_scope: last_only" in config
 
 
@@ -55,11 +55,11 @@ def test_report_is_written_from_the_tables(experiment):
 
 def test_rerun_skips_finished_arms(experiment, tiny_cifar):
     exp_dir, _ = experiment
-    before = {arm: (exp_dir / f"{arm}_s0" / "epochs.parquet").stat().st_mtime_ns for arm in EXP.default_arms}
+    before = {arm: (runs.resolve_run(exp_dir / f"{arm}_s0") / "epochs.parquet").stat().st_mtime_ns for arm in EXP.default_arms}
     proc = reproduce(exp_dir.parent, tiny_cifar)
     assert proc.returncode == 0
     assert proc.stderr.count("already finished") == 4
-    after = {arm: (exp_dir / f"{arm}_s0" / "epochs.parquet").stat().st_mtime_ns for arm in EXP.default_arms}
+    after = {arm: (runs.resolve_run(exp_dir / f"{arm}_s0") / "epochs.parquet").stat().st_mtime_ns for arm in EXP.default_arms}
     assert after == before
 
 
@@ -85,7 +85,7 @@ def test_missing_reference_fails_before_training(tiny_cifar, tmp_path, compose):
                    f"data.path={tiny_cifar}", "wandb.mode=disabled"])
     with pytest.raises(ValueError, match="wd_on_s0"):
         train(cfg)
-    assert not (tmp_path / "wd_vgg11_smoke" / "wd_lr_correction_s0").exists()
+    assert not list((tmp_path / "wd_vgg11_smoke").glob("wd_lr_correction_s0*"))
 
 
 def test_notebook_executes_on_logged_runs(experiment):

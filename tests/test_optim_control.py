@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from conftest import SmallBNNet as Net
+from conftest import hooked_step
 from normmatters import runs
 from normmatters.dynamics.weight_stats import scale_invariant_weights
 from normmatters.optim import (LRCorrection, NormSchedule, StepHook, build_optimizer, build_scheduler,
@@ -54,13 +55,7 @@ def one_step(model, opt, hooks, epoch=1, k=0, steps=4, seed=1):
     y = torch.randint(0, 3, (6,), generator=g)
     for h in hooks:
         h.on_epoch_start(epoch)
-    opt.zero_grad()
-    nn.functional.cross_entropy(model(x), y).backward()
-    for h in hooks:
-        h.before_step(k, steps)
-    opt.step()
-    for h in hooks:
-        h.after_step()
+    hooked_step(model, opt, hooks, x, y, k, steps)
 
 
 def updates(model_a, model_b, before):

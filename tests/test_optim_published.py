@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from conftest import SmallBNNet as Net
+from conftest import hooked_step
 from normmatters import runs
 from normmatters.dynamics.weight_stats import scale_invariant_weights
 from normmatters.optim import (ChannelSGD, LRCorrection, ReferenceNorms, build_optimizer, build_scheduler,
@@ -201,14 +202,7 @@ def _project_run(model, reference, steps_per_epoch, epochs, timing):
         for h in hooks:
             h.on_epoch_start(epoch)
         for k in range(steps_per_epoch):
-            x, y = next(batches)
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            for h in hooks:
-                h.before_step(k, steps_per_epoch)
-            opt.step()
-            for h in hooks:
-                h.after_step()
+            hooked_step(model, opt, hooks, *next(batches), k, steps_per_epoch)
             sched.step()
     # not trivially plain SGD: the factors are far from 1
     assert any((s - 1).abs().max() > 0.3 for s in hooks[0].last_scale.values())

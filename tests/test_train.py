@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import CONFIGS, REPO
+from conftest import CONFIGS, REPO, run_dir_of
 from normmatters import runs
 from normmatters.cli import run_or_exit
 from normmatters.train import train
@@ -37,7 +37,7 @@ def test_every_config_of_every_group_composes(compose, group):
     assert options, f"configs/{group} is empty"
     for option in options:
         cfg = compose([f"{group}={option}"])
-        assert cfg.run_dir.startswith(cfg.out_root)
+        assert str(run_dir_of(cfg)).startswith(cfg.out_root)
         assert cfg.model.name and cfg.norm.kind and cfg.data.name
 
 
@@ -184,11 +184,11 @@ def current_umask() -> int:
 
 def test_stale_temp_files_are_removed_on_the_next_start(tiny_cifar, tmp_path, compose):
     cfg = compose(tiny(tiny_cifar, tmp_path, "train.epochs=1", "wandb.mode=disabled"))
-    stale = Path(cfg.run_dir) / ".epochs.parquet.abc123.tmp"
+    stale = Path(run_dir_of(cfg)) / ".epochs.parquet.abc123.tmp"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half")
     train(cfg)
-    assert not stale.exists() and runs.status(cfg.run_dir) == "finished"
+    assert not stale.exists() and runs.status(run_dir_of(cfg)) == "finished"
 
 
 def test_same_seed_is_bit_identical_in_process(tiny_cifar, tmp_path, compose):
@@ -203,7 +203,7 @@ def test_same_seed_is_bit_identical_in_process(tiny_cifar, tmp_path, compose):
 
 def test_other_config_in_same_run_dir_is_refused(finished_run, tiny_cifar, compose):
     run_dir, _ = finished_run
-    cfg = compose(tiny(tiny_cifar, run_dir.parents[1], "train.epochs=3", "name=e2e", f"run_tag={run_dir.name}",
+    cfg = compose(tiny(tiny_cifar, run_dir.parents[1], "train.epochs=3", "name=e2e", f"run_dir={run_dir}",
                        "optim.momentum=0.5"))
     with pytest.raises(ValueError, match="another config .*optim.momentum"):
         train(cfg)
@@ -213,7 +213,7 @@ def test_diverged_run_is_marked_not_crashed(tiny_cifar, tmp_path, compose):
     cfg = compose(tiny(tiny_cifar, tmp_path, "optim.lr=1e30", "wandb.mode=disabled", "train.epochs=2"))
     final = train(cfg)
     assert final["status"] == "diverged"
-    assert runs.status(cfg.run_dir) == "diverged"
+    assert runs.status(run_dir_of(cfg)) == "diverged"
     assert train(cfg)["status"] == "diverged"  # and it is not re-run
 
 
@@ -322,17 +322,17 @@ def test_training_options_run(tiny_cifar, tmp_path, compose, extra):
     cfg = compose(tiny(tiny_cifar, tmp_path, "train.epochs=1", "wandb.mode=disabled", *extra))
     final = train(cfg)
     assert final["status"] == "finished" and final["train_loss"] > 0
-    assert (runs.read_table(cfg.run_dir, "channels")["norm"] > 0).all()
+    assert (runs.read_table(run_dir_of(cfg), "channels")["norm"] > 0).all()
 
 
 def test_per_step_channel_norms_are_logged_on_request(tiny_cifar, tmp_path, compose):
     cfg = compose(tiny(tiny_cifar, tmp_path, "train.epochs=2", "wandb.mode=disabled", "train.log_channels_every=3"))
     train(cfg)
-    frame = runs.read_table(cfg.run_dir, "channel_steps")
-    total = int(runs.read_table(cfg.run_dir, "epochs")["step"].max())
+    frame = runs.read_table(run_dir_of(cfg), "channel_steps")
+    total = int(runs.read_table(run_dir_of(cfg), "epochs")["step"].max())
     assert sorted(frame["step"].unique()) == list(range(3, total + 1, 3))
-    steps, tables = runs.channel_norm_steps(cfg.run_dir)
-    epoch_rows = runs.channel_norms(cfg.run_dir)
+    steps, tables = runs.channel_norm_steps(run_dir_of(cfg))
+    epoch_rows = runs.channel_norms(run_dir_of(cfg))
     for name, table in tables.items():  # at the last step, the per-step row is the end-of-run row
         if total % 3 == 0:
             assert table[-1].tolist() == pytest.approx(epoch_rows[2][name].tolist(), rel=1e-6)

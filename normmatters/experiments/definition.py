@@ -10,11 +10,13 @@ its report. Loaded and checked here, once; the runner (:mod:`.runner`) only exec
     variants:                      # run when named (--arms); reported when their runs exist
       ...: {label: ..., overrides: [...], needs: [...], report: false}
 
-Each arm's runs are named ``<arm>_s<seed>`` (its config's ``run_tag``), which is how the report
-finds the runs of every seed.
+Each arm's runs are tagged ``<arm>_s<seed>`` (its config's ``run_tag``; the directory adds the
+config hash, :mod:`normmatters.runs`), which is how the report finds the runs of every seed.
 """
 from __future__ import annotations
 
+import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,12 +140,24 @@ def experiment_names() -> list[str]:
 
 
 def discover(exp: Experiment, exp_dir: Path) -> dict[str, list[Path]]:
-    """{label: run dirs} of the reported arms of ``exp`` found in ``exp_dir`` (``<arm>_s<seed>``)."""
+    """{label: run dirs, by seed} of the reported arms of ``exp`` found in ``exp_dir``
+    (``<arm>_s<seed>-<hash>``, or ``<arm>_s<seed>`` as named before hashes). Two runs of one arm and
+    seed (other settings) cannot be told apart: a ValueError naming them."""
     found: dict[str, list[Path]] = {}
     for name, arm in exp.arms.items():
         if not arm.report:
             continue
-        dirs = [p for p in Path(exp_dir).glob(f"{name}_s*") if p.name[len(name) + 2:].isdigit() and p.is_dir()]
-        if dirs:
-            found[arm.label] = sorted(dirs, key=lambda p: int(p.name[len(name) + 2:]))
+        pattern = re.compile(rf"{re.escape(name)}_s(\d+)(-[0-9a-f]{{8}})?")
+        by_seed: dict[int, list[Path]] = defaultdict(list)
+        for path in Path(exp_dir).iterdir() if Path(exp_dir).is_dir() else ():
+            match = pattern.fullmatch(path.name)
+            if match and path.is_dir():
+                by_seed[int(match.group(1))].append(path)
+        for seed, paths in by_seed.items():
+            if len(paths) > 1:
+                raise ValueError(f"{exp_dir} holds {len(paths)} runs of arm {name} seed {seed} "
+                                 f"({', '.join(sorted(p.name for p in paths))}); a report needs one per arm and "
+                                 "seed: move the others out (or run them under another name=)")
+        if by_seed:
+            found[arm.label] = [by_seed[seed][0] for seed in sorted(by_seed)]
     return found

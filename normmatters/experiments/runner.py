@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,7 +16,7 @@ from typing import Callable
 import pandas as pd
 
 from normmatters import runs
-from normmatters.cli import USER_ERRORS
+from normmatters.cli import run_recorded
 
 from .definition import Arm, Experiment
 
@@ -30,7 +29,9 @@ class Job:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.cfg.run_dir)
+        from omegaconf import OmegaConf
+
+        return runs.run_dir_for(OmegaConf.to_container(self.cfg, resolve=True))
 
 
 def plan(exp: Experiment, compose: Callable, profile: str, seeds: list[int], arms: list[str] | None = None,
@@ -103,13 +104,6 @@ def _one(job: Job, results: dict, train: Callable) -> dict:
         row.update(status="skipped", error=f"needs {blocked[0]} (seed {job.seed}), which did not finish")
         print(f"skipped: {row['error']}", file=sys.stderr)
         return row
-    try:
-        final = train(job.cfg)
-        row.update(status=final.get("status"), test_acc=final.get("test_acc"))
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        row.update(status="failed", error=str(err))
-    except Exception as err:  # noqa: BLE001 - recorded, shown, and the experiment goes on
-        traceback.print_exc()
-        row.update(status="failed", error=f"{type(err).__name__}: {err}")
+    final = run_recorded(train, job.cfg)
+    row.update(status=final.get("status"), test_acc=final.get("test_acc"), error=final.get("error", ""))
     return row

@@ -8,10 +8,12 @@ from typing import Callable
 
 import torch.nn as nn
 
+from normmatters import checks
+
 from . import resnet_cifar, resnet_imagenet, vgg
 from .init import NormFactory
 
-__all__ = ["MODEL_NAMES", "build_model"]
+__all__ = ["MODEL_NAMES", "build_model", "check_config"]
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "vgg11": vgg.vgg11,
@@ -54,3 +56,9 @@ def build_model(name: str, num_classes: int, norm: str = "l2", norm_options: dic
     model.arch = name
     model.norm_kind = norm
     return model
+
+
+def check_config(model) -> None:
+    """The ``model`` config group: ``name`` and ``width``."""
+    checks.one_of("model.name", model.name, MODEL_NAMES)
+    checks.number("model.width", model.width, above=0)

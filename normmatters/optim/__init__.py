@@ -10,6 +10,7 @@
 * :func:`build_step_hooks`: the hooks a config asks for, validated against the reference run.
 """
 from .channel_sgd import ChannelSGD
+from .config import check_config
 from .hooks import StepHook, build_step_hooks
 from .lr_correction import LRCorrection, channel_sq_norms, correction_scale
 from .norm_schedule import NormSchedule, norm_multiplier
@@ -21,6 +22,6 @@ from .schedules import SCHEDULES, build_scheduler, drops_before, lr_factor
 __all__ = [
     "CONTROLS", "ChannelSGD", "LRCorrection", "NormSchedule", "REFERENCE_TIMINGS", "ReferenceNorms", "SCHEDULES",
     "StepHook", "WD_SCOPES",
-    "build_optimizer", "build_param_groups", "build_scheduler", "build_step_hooks", "channel_sq_norms",
+    "build_optimizer", "build_param_groups", "build_scheduler", "build_step_hooks", "channel_sq_norms", "check_config",
     "classifier_param_names", "correction_scale", "drops_before", "lr_factor", "norm_multiplier",
 ]

@@ -46,7 +46,7 @@ class ReferenceNorms:
                              "WD-on run directory whose channels.parquet holds per-channel norms)")
         if epochs is None or int(epochs) < 1:
             raise ValueError(f"{purpose}: needs `epochs` >= 1 to check the reference run, got {epochs!r}")
-        path = Path(run_dir)
+        path = runs.resolve_run(run_dir)
         self.path = path
         self.epochs = int(epochs)
         if not path.is_dir():

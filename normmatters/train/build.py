@@ -8,6 +8,10 @@ from normmatters.models import build_model
 from normmatters.norms import apply_weight_norm
 
 
+DEVICES = ("auto", "cpu", "cuda")
+AUTOCAST = {None: None, "bfloat16": torch.bfloat16, "float16": torch.float16}  # precision.autocast
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -39,4 +43,4 @@ def optim_config(cfg) -> dict:
 
 
 def autocast_dtype(cfg):
-    return {None: None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.precision.autocast]
+    return AUTOCAST[cfg.precision.autocast]

@@ -70,18 +70,19 @@ def train(cfg) -> dict:
     an exception marks it `failed` and propagates.
     """
     validate(cfg)
-    run_dir = Path(cfg.run_dir)
     config = _plain_config(cfg)
+    run_dir = runs.run_dir_for(config)
+    config["run_dir"] = str(run_dir)
+    print(f"run directory: {run_dir}", flush=True)
     done = runs.existing_result(run_dir, config)
     if done is not None:
         print(f"{run_dir} is already {done['status']}; not re-running it", file=sys.stderr)
-        return done
+        return {**done, "run_dir": str(run_dir)}
     state = checkpoint.load(run_dir)  # a corrupt checkpoint stops us before anything is written
     run = _setup(cfg, run_dir, config)
-    print(f"run directory: {run_dir}", file=sys.stderr)
     with StopOnSignal() as stop:
         try:
-            return _epochs(run, state, stop)
+            return {**_epochs(run, state, stop), "run_dir": str(run_dir)}
         except Exception as err:
             reason = str(err).splitlines()[0] if str(err) else ""
             runs.write_meta(run_dir, status="failed", error=f"{type(err).__name__}: {reason}"[:300])

@@ -1,0 +1,28 @@
+"""The ``optim`` config group, checked once before a run starts. The valid values come from the
+modules that use them (param_groups, schedules, lr_correction, reference)."""
+from __future__ import annotations
+
+from normmatters import checks
+
+from .lr_correction import MODES as LR_CORRECTION_MODES
+from .param_groups import CONTROLS, WD_SCOPES
+from .reference import TIMINGS as REFERENCE_TIMINGS
+from .schedules import SCHEDULES
+
+
+def check_config(optim) -> None:
+    checks.number("optim.lr", optim.lr, above=0)
+    checks.number("optim.weight_decay", optim.weight_decay, minimum=0)
+    checks.number("optim.momentum", optim.momentum, minimum=0, below=1)
+    checks.one_of("optim.wd_scope", optim.wd_scope, WD_SCOPES)
+    checks.one_of("optim.schedule", optim.schedule, SCHEDULES)
+    checks.number("optim.gamma", optim.gamma, above=0, maximum=1)  # the LR drop factor
+    for i, milestone in enumerate(optim.milestones):
+        checks.integer(f"optim.milestones[{i}]", milestone, minimum=1)
+    checks.one_of("optim.control", optim.control, CONTROLS)
+    # null = the authors' choice; null rather than a value so that configs of runs made before
+    # these keys existed (where they are absent) still compare equal
+    checks.one_of("optim.lr_correction_mode", optim.get("lr_correction_mode"), (None, *LR_CORRECTION_MODES))
+    checks.one_of("optim.reference_timing", optim.get("reference_timing"), (None, *REFERENCE_TIMINGS))
+    if optim.control != "none" and optim.reference is None:
+        raise ValueError(f"optim.control={optim.control!r} needs optim.reference=<run dir of the reference (WD on) run>")

@@ -1,0 +1,72 @@
+"""Each config group is checked by the package that uses it: the valid values in an error are the
+owner's own list, every listed value passes, and a bad value is one line naming the key."""
+from __future__ import annotations
+
+import pytest
+
+from normmatters import models, norms, optim
+from normmatters.train import build
+from normmatters.train.validate import validate
+
+# key, a bad value, the owner's list of valid values
+OWNED = [
+    ("optim.wd_scope", "bogus", optim.WD_SCOPES),
+    ("optim.schedule", "bogus", optim.SCHEDULES),
+    ("optim.control", "bogus", optim.CONTROLS),
+    ("optim.reference_timing", "bogus", (None, *optim.REFERENCE_TIMINGS)),
+    ("model.name", "bogus", models.MODEL_NAMES),
+    ("norm.kind", "bogus", norms.NORM_KINDS),
+    ("weight_norm.kind", "bogus", norms.WEIGHT_NORM_KINDS),
+    ("device", "bogus", build.DEVICES),
+    ("precision.autocast", "bogus", tuple(build.AUTOCAST)),
+]
+
+
+def shown(values) -> str:
+    return ", ".join("null" if v is None else str(v) for v in values)
+
+
+@pytest.mark.parametrize("key,bad,valid", OWNED, ids=[k for k, _, _ in OWNED])
+def test_error_lists_exactly_the_owners_values(compose, tmp_path, key, bad, valid):
+    with pytest.raises(ValueError) as err:
+        validate(compose([f"out_root={tmp_path}", f"{key}={bad}"]))
+    message = str(err.value)
+    assert "\n" not in message and f"{key}='{bad}'" in message
+    assert message.endswith(f"choose one of: {shown(valid)}")
+
+
+@pytest.mark.parametrize("key,bad,valid", OWNED, ids=[k for k, _, _ in OWNED])
+def test_every_value_the_owner_lists_passes_its_check(compose, tmp_path, key, bad, valid):
+    for value in valid:
+        if key == "device" and value == "cuda":
+            continue  # needs a GPU
+        extra = ["optim.reference=somewhere"] if key == "optim.control" else []
+        validate(compose([f"out_root={tmp_path}", f"{key}={'null' if value is None else value}", *extra]))
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["weight_norm=bwn", "+weight_norm.options.rho=-1"], "weight_norm.options: rho=-1"),
+    (["weight_norm=wn", "+weight_norm.options.bogus=1"], "weight_norm.options: "),
+    (["precision.norm_stats_dtype=float8"], "precision.norm_stats_dtype='float8'"),
+    (["+norm.options.bogus=3"], "norm.options: unknown norm option 'bogus'"),
+    (["optim.momentum=1"], "optim.momentum=1"),
+    (["optim.milestones=[3,0]"], "optim.milestones[1]=0"),
+    (["train.epochs=0"], "train.epochs=0"),
+    (["model.width=-1"], "model.width=-1"),
+])
+def test_bad_values_of_each_group_are_one_line(compose, tmp_path, overrides, needle):
+    with pytest.raises(ValueError) as err:
+        validate(compose([f"out_root={tmp_path}", *overrides]))
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_group_is_checked_by_its_package_alone():
+    from omegaconf import OmegaConf
+
+    good = OmegaConf.create({"lr": 0.1, "weight_decay": 0, "momentum": 0.9, "wd_scope": "all", "schedule": "step",
+                             "gamma": 0.1, "milestones": [2], "control": "none", "reference": None})
+    optim.check_config(good)
+    with pytest.raises(ValueError, match=r"optim.gamma=1.5 is not valid"):
+        optim.check_config(OmegaConf.merge(good, {"gamma": 1.5}))
+    with pytest.raises(ValueError, match=r"model.width=0 is not valid"):
+        models.check_config(OmegaConf.create({"name": "vgg11", "width": 0}))
