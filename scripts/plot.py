@@ -29,7 +29,7 @@ def main() -> int:
             first = exp.arms[exp.default_arms[0]].label
             if first not in arms or not exp.report:
                 continue
-            for path in REPORTS[exp.report](arms, exp_dir):
+            for path in REPORTS[exp.report](exp, arms, exp_dir):
                 print(f"wrote {path}")
             found += 1
     if not found:

@@ -77,6 +77,8 @@ def main() -> int:
 
 def one(name: str, profile: str, args) -> int:
     exp = definition.load_experiment(name)
+    if exp.report and exp.report not in REPORTS:
+        raise ValueError(f"experiment {name}: report={exp.report!r} is not valid; choose one of: {', '.join(REPORTS)}")
     arms = args.arms.split(",") if args.arms else None
     jobs = runner.plan(exp, compose_train, profile, args.seeds, arms, [f"out_root={args.out_root}", *args.overrides])
     print(runner.describe_plan(exp, jobs, profile), flush=True)
@@ -86,7 +88,7 @@ def one(name: str, profile: str, args) -> int:
     exp_dir = jobs[0].run_dir.parent
     found = definition.discover(exp, exp_dir)
     if exp.report and found:
-        print("\n".join(f"wrote {p}" for p in REPORTS[exp.report](found, exp_dir)))
+        print("\n".join(f"wrote {p}" for p in REPORTS[exp.report](exp, found, exp_dir)))
     bad = table[~table["status"].isin(["finished", "diverged"])]
     if len(bad):
         print(f"{len(bad)} of {len(table)} runs did not finish: "

@@ -78,7 +78,7 @@ arms:
   wd_off: {label: WD off, overrides: [experiment=wd_off]}
 """)
     proc = reproduce("--experiment", str(exp), "--profile", "smoke", "--seeds", "0", "--out-root", str(tmp_path / "out"),
-                     f"data.path={tiny_cifar}", f"data.cache_dir={tmp_path}/cache", "data.batch_size=16",
+                     f"data.path={tiny_cifar}", f"data.cache_dir={tmp_path}/cache", "data.batch_size=16", "data.train_subset=null",
                      "train.progress=false", "model=resnet20")
     assert proc.returncode == 1, proc.stderr
     assert "error: optim.lr=-1 is not valid" in proc.stderr

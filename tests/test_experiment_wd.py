@@ -19,7 +19,7 @@ ENV = {**os.environ, "WANDB_MODE": "offline"}
 
 def reproduce(out, data, *extra):
     cmd = [sys.executable, "scripts/reproduce.py", "--profile", "smoke", "--seeds", "0", "--out-root", str(out),
-           f"data.path={data}", f"data.cache_dir={out}/cache", "data.batch_size=16", "train.progress=false",
+           f"data.path={data}", f"data.cache_dir={out}/cache", "data.batch_size=16", "train.progress=false", "data.train_subset=null",
            "model=resnet20", *extra]
     return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
 

@@ -33,7 +33,7 @@ def test_fresh_environment_from_pyproject_trains_a_smoke_run(tiny_cifar, tmp_pat
     work.mkdir()
     proc = subprocess.run(
         [str(python), str(source / "scripts" / "train.py"), "profile=smoke", "model=resnet20", f"data.path={tiny_cifar}",
-         f"out_root={work / 'out'}", f"data.cache_dir={work / 'cache'}", "data.batch_size=32", "train.epochs=1",
+         f"out_root={work / 'out'}", f"data.cache_dir={work / 'cache'}", "data.batch_size=32", "data.train_subset=null", "train.epochs=1",
          "train.progress=false", "name=fresh"],
         cwd=work, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

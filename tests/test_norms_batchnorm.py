@@ -277,3 +277,36 @@ def test_fused_accepts_broadcast_output_gradient(layout):
         (m(xx) * w).sum().backward()
         grads.append(xx.grad)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
+
+
+def test_ghost_topk_follows_the_authors_recurrence():
+    """The authors' "Top10" (GhostTopkBatchNorm2d): m_t = C(n)·(β·m_{t−1} + (1−β)·T_t), T_t the mean of
+    the k largest |x − μ| per channel, m_0 = 0; output (x − μ)/(m_t + ε). Checked in float64 by hand."""
+    from normmatters.norms import build_norm
+
+    torch.manual_seed(0)
+    k, beta, eps = 3, 0.75, 1e-5
+    layer = build_norm("topk", 2, k=k, ghost_beta=beta, eps=eps, dtype=torch.float64)
+    xs = [torch.randn(4, 2, 3, 3, dtype=torch.float64) * (1 + i) for i in range(3)]
+    n = 4 * 3 * 3
+    c = 0.5 * (1 + math.sqrt(math.pi * math.log(4))) / math.sqrt(2 * math.log(n))
+    m = [0.0, 0.0]
+    for x in xs:
+        y = layer(x)
+        for ch in range(2):
+            d = x[:, ch] - x[:, ch].mean()
+            top = sorted(d.abs().flatten().tolist(), reverse=True)[:k]
+            m[ch] = c * (beta * m[ch] + (1 - beta) * sum(top) / k)
+            torch.testing.assert_close(y[:, ch], d / (m[ch] + eps))
+    # and not the plain top-k layer: its denominator is C·T
+    plain = build_norm("topk", 2, k=k, eps=eps, dtype=torch.float64)
+    assert not torch.allclose(plain(xs[-1]), layer.train()(xs[-1]))
+
+
+def test_ghost_beta_is_refused_outside_topk():
+    from normmatters.norms import build_norm
+
+    with pytest.raises(ValueError, match="ghost_beta=0.5 is invalid"):
+        build_norm("l1", 2, ghost_beta=0.5)
+    with pytest.raises(ValueError, match="ghost_beta=1 is invalid"):
+        build_norm("topk", 2, ghost_beta=1)

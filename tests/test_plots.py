@@ -341,7 +341,7 @@ def test_norm_dynamics(tmp_path):
 def test_report_writes_four_files(arms, tmp_path):
     from normmatters.experiments.report import write_wd_report
 
-    written = write_wd_report(arms, tmp_path / "report")
+    written = write_wd_report(None, arms, tmp_path / "report")
     assert [p.name for p in written] == ["figure.png", "norms.png", "claims.md", "claims.csv"]
     text = (tmp_path / "report" / "claims.md").read_text()
     assert "| WD off | -1.20 | -1.20 | -1.20 |" in text and "Rule:" in text

@@ -22,7 +22,8 @@ GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "r
 
 def tiny(data: Path, out: Path, *extra: str) -> list[str]:
     return [f"data.path={data}", f"out_root={out}", f"data.cache_dir={out}/cache", "profile=smoke",
-            "model=resnet20", "data.batch_size=32", "data.test_batch_size=64", "train.progress=false", *extra]
+            "model=resnet20", "data.batch_size=32", "data.test_batch_size=64", "train.progress=false",
+            "data.train_subset=null", *extra]
 
 
 def run_script(args: list[str], **kwargs) -> subprocess.CompletedProcess:

@@ -2,8 +2,12 @@
 its report. Loaded and checked here, once; the runner (:mod:`.runner`) only executes it.
 
     description: one line for --list
-    report: wd                     # a key of normmatters.experiments.reports.REPORTS
+    report: wd                     # a key of normmatters.experiments.report.REPORTS
     minutes_per_run: {cpu: 13}     # per profile, until finished runs give a measured figure
+    profile_overrides:             # optional: extra overrides of every arm at one profile (its scale)
+      cpu: [model.width=0.5]
+    figures: {name: [arm, ...]}    # optional: one panel per entry (report `claims`)
+    claims: [...]                  # optional: see normmatters.experiments.claims
     arms:                          # run by default
       wd_on: {label: WD on, overrides: [experiment=wd_on]}
       wd_lr_correction: {label: ..., overrides: [...], needs: [wd_on]}   # same seed, runs after wd_on
@@ -22,8 +26,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from .claims import Claim, parse_claims
+
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "reproduce"
-KEYS = ("description", "report", "minutes_per_run", "arms", "variants")
+KEYS = ("description", "report", "minutes_per_run", "profile_overrides", "figures", "arms", "variants", "claims")
 ARM_KEYS = ("label", "overrides", "needs", "report")
 
 
@@ -44,7 +50,10 @@ class Experiment:
     description: str
     report: str
     minutes_per_run: dict[str, float]
+    profile_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
     arms: dict[str, Arm] = field(default_factory=dict)  # default arms first, then variants
+    figures: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    claims: list[Claim] = field(default_factory=list)
 
     @property
     def default_arms(self) -> list[str]:
@@ -102,7 +111,8 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     if bad:
         raise ValueError(f"experiment file {path}: unknown key {bad[0]!r}; valid: {', '.join(KEYS)}")
     exp = Experiment(path.stem, path, str(raw.get("description", "")), str(raw.get("report", "")),
-                     {str(k): float(v) for k, v in (raw.get("minutes_per_run") or {}).items()})
+                     {str(k): float(v) for k, v in (raw.get("minutes_per_run") or {}).items()},
+                     _profile_overrides(path.stem, raw.get("profile_overrides")))
     for group, variant in (("arms", False), ("variants", True)):
         for name, spec in (raw.get(group) or {}).items():
             if name in exp.arms:
@@ -115,7 +125,28 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
         if missing:
             raise ValueError(f"experiment {exp.name}: arm {arm.name!r} needs {missing[0]!r}, which is not an arm")
     _check_acyclic(exp)
+    exp.figures = _figures(exp, raw.get("figures"))
+    exp.claims = parse_claims(exp.name, raw.get("claims"), exp.arms)
     return exp
+
+
+def _figures(exp: Experiment, raw) -> dict[str, tuple[str, ...]]:
+    raw = OmegaConf.to_container(raw) if raw is not None else {}
+    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+        raise ValueError(f"experiment {exp.name}: figures must map a figure name to a list of arms")
+    for name, arms in raw.items():
+        unknown = [a for a in arms if a not in exp.arms]
+        if unknown:
+            raise ValueError(f"experiment {exp.name}: figure {name!r} names {unknown[0]!r}, not an arm")
+    return {str(k): tuple(v) for k, v in raw.items()}
+
+
+def _profile_overrides(exp: str, raw) -> dict[str, tuple[str, ...]]:
+    raw = OmegaConf.to_container(raw) if raw is not None else {}
+    ok = isinstance(raw, dict) and all(isinstance(v, list) and all(isinstance(o, str) for o in v) for v in raw.values())
+    if not ok:
+        raise ValueError(f"experiment {exp}: profile_overrides must map a profile to a list of key=value strings")
+    return {str(k): tuple(v) for k, v in raw.items()}
 
 
 def _check_acyclic(exp: Experiment) -> None:

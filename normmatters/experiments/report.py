@@ -4,13 +4,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import numpy as np
+import pandas as pd
+
 from normmatters.plots import (claims_markdown, paired_final_gaps, paired_markdown, plot_norm_dynamics, plot_wd_arms,
                                wd_claims)
 from normmatters.plots.runaway import BASELINE, FACTOR, FROZEN_RTOL, runaway_markdown, runaway_table
+from normmatters import runs
+from normmatters.experiments import claims as claims_mod
+from normmatters.plots.error_curves import plot_error_curves
 from normmatters.runs import atomic_write_bytes
 
 
-def write_wd_report(arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[Path]:
+def write_wd_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[Path]:
     """figure.png (test accuracy per arm, and the paired gap to WD on), norms.png (channel norms of
     every scale-invariant layer), claims.md (verdict table, per-seed paired gaps, runaway channels) and claims.csv
     (the verdict table); each written atomically. Returns the four paths."""
@@ -33,5 +39,71 @@ def write_wd_report(arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[P
     return [figure, norms, table_md, table_csv]
 
 
-# experiment file `report:` key -> function(arms {label: [run dirs]}, out_dir) -> written paths
-REPORTS = {"wd": write_wd_report}
+def _fmt(x, sign: bool = False) -> str:
+    return "–" if x is None or x != x else (f"{x:+.2f}" if sign else f"{x:.2f}")
+
+
+def claims_table_markdown(claims: pd.DataFrame) -> str:
+    lines = ["| Claim (PAPER.md) | Paper | Arm − against | Seeds | Mean gap (points) [95 % CI] | Verdict |",
+             "|---|---|---|---|---|---|"]
+    for r in claims.itertuples():
+        gap = (f"{len(r.failures)} of {r.n} seeds fail" if r.metric == "failure"
+               else f"{_fmt(r.gap_mean, True)} [{_fmt(r.ci_low, True)}, {_fmt(r.ci_high, True)}]")
+        rule = {"equal": f"within ±{r.margin:g}", "worse": "> 0", "better": "< 0", "fails": "most seeds fail"}[r.expect]
+        lines.append(f"| {r.section} {r.claim} | {r.paper} | {r.arm} − {r.against} ({r.metric.replace('_', ' ')}) | "
+                     f"{r.n} | {gap} | **{r.verdict}** (expected {rule}) |")
+    return "\n".join(lines) + "\n"
+
+
+def arm_summary(exp, by_name: Mapping[str, list[Path]]) -> pd.DataFrame:
+    rows = []
+    for name, dirs in by_name.items():
+        done = claims_mod.done_runs(dirs)
+        metrics = [claims_mod.run_metrics(d) for d in done.values()]
+        finals = np.array([m["final_error"] for m in metrics if not m["diverged"]], dtype=float)
+        seconds = [runs.read_table(d, "epochs")["seconds"].mean() for d in done.values() if runs.has_table(d, "epochs")]
+        rows.append({"arm": name, "label": exp.arms[name].label, "done": len(done),
+                     "diverged": sum(m["diverged"] for m in metrics),
+                     "final_error_mean": finals.mean() if len(finals) else np.nan,
+                     "final_error_sd": finals.std(ddof=1) if len(finals) > 1 else np.nan,
+                     "early_error_mean": np.mean([m["early_error"] for m in metrics]) if metrics else np.nan,
+                     "seconds_per_epoch": float(np.mean(seconds)) if seconds else np.nan})
+    return pd.DataFrame(rows)
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    lines = ["| Arm | Runs done (diverged) | Final test error (%) mean ± sd | Early error (%) | Seconds / epoch |",
+             "|---|---|---|---|---|"]
+    for r in summary.itertuples():
+        lines.append(f"| {r.label} | {r.done} ({r.diverged}) | {_fmt(r.final_error_mean)} ± {_fmt(r.final_error_sd)} | "
+                     f"{_fmt(r.early_error_mean)} | {_fmt(r.seconds_per_epoch)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_claims_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[Path]:
+    """<figure>.png and .pdf per entry of the experiment's ``figures``, and claims.md / claims.csv: the
+    claims with their verdicts (normmatters.experiments.claims) and a summary per arm."""
+    out_dir = Path(out_dir)
+    by_label = {label: [Path(d) for d in dirs] for label, dirs in arms.items()}
+    by_name = {n: by_label[a.label] for n, a in exp.arms.items() if a.label in by_label}
+    written = []
+    for figure, names in exp.figures.items():
+        panel = {exp.arms[n].label: by_name[n] for n in names if n in by_name}
+        if not panel:
+            continue
+        fig = plot_error_curves(panel, title=f"{exp.description}: {figure.replace('_', ' ')}")
+        for fmt in ("png", "pdf"):
+            path = out_dir / f"{figure}.{fmt}"
+            atomic_write_bytes(path, lambda p, f=fmt: fig.savefig(p, dpi=150, format=f))
+            written.append(path)
+    claims = claims_mod.evaluate_all(exp.claims, by_name)
+    text = (claims_table_markdown(claims) + "\nPer arm (finished and diverged runs; early = mean over the epochs up "
+            "to the first LR drop):\n\n" + summary_markdown(arm_summary(exp, by_name)))
+    table_md, table_csv = out_dir / "claims.md", out_dir / "claims.csv"
+    atomic_write_bytes(table_md, lambda p: Path(p).write_text(text))
+    atomic_write_bytes(table_csv, lambda p: claims.to_csv(p, index=False))
+    return [*written, table_md, table_csv]
+
+
+# experiment file `report:` key -> function(experiment, arms {label: [run dirs]}, out_dir) -> written paths
+REPORTS = {"wd": write_wd_report, "claims": write_claims_report}

@@ -7,6 +7,7 @@ interrupted). The plan and its cost can be printed without running anything (``d
 """
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ class Job:
     arm: Arm
     seed: int
     cfg: object
+    overrides: tuple[str, ...] = ()  # what scripts/train.py would be given for the same run
 
     @property
     def run_dir(self) -> Path:
@@ -36,11 +38,18 @@ class Job:
 
 def plan(exp: Experiment, compose: Callable, profile: str, seeds: list[int], arms: list[str] | None = None,
          overrides: list[str] = ()) -> list[Job]:
-    """The runs to do, in order: per seed, the arms (default ones unless named) after what they need."""
+    """The runs to do, in order: per seed, the arms (default ones unless named) after what they need.
+    Each arm's config: its overrides, the profile, the experiment's overrides for that profile, the
+    seed, then the caller's ``overrides``."""
     names = exp.order(list(arms) if arms else exp.default_arms)
-    return [Job(exp.arms[name], seed, compose([*exp.arms[name].overrides, f"profile={profile}", f"seed={seed}",
-                                                f"wandb.job_type={name}", *overrides]))
-            for seed in seeds for name in names]
+    scale = exp.profile_overrides.get(profile, ())
+    jobs = []
+    for seed in seeds:
+        for name in names:
+            args = (*exp.arms[name].overrides, f"profile={profile}", *scale, f"seed={seed}", f"wandb.job_type={name}",
+                    *overrides)
+            jobs.append(Job(exp.arms[name], seed, compose(list(args)), args))
+    return jobs
 
 
 def state(job: Job) -> str:
@@ -72,6 +81,8 @@ def describe_plan(exp: Experiment, jobs: list[Job], profile: str) -> str:
         lines.append(f"{i:>4}  {job.arm.name:<30} {job.seed:>4}  {st:<24} {job.run_dir}")
     lines.append(f"{len(jobs)} runs, {todo} to do: about {todo * per_run:.0f} minutes at {per_run:.1f} min/run "
                  f"(profile {profile})")
+    if jobs:  # one run by hand is the same config
+        lines.append("run 1 by hand: " + shlex.join(["python", "scripts/train.py", *jobs[0].overrides]))
     return "\n".join(lines)
 
 

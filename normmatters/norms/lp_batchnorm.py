@@ -16,6 +16,12 @@ the unbiased running_var exactly like ``nn.BatchNorm2d`` (same state_dict keys).
 ``running_scale``, the normalising denominator C·stat itself (without ε). Note: the authors' code
 used the reverse momentum convention (running ← m·running + (1 − m)·stat) and stored the inverse
 scale; a checkpoint of theirs needs momentum 1 − m and 1/scale to be loaded here.
+
+``ghost_beta`` (topk only) reproduces the layer the authors' figures label "Top10"
+(``GhostTopkBatchNorm2d`` in eladhoffer/norm_matters): in training the denominator is not this
+batch's C·T but m_t = C·(β·m_{t−1} + (1 − β)·T_t), m kept in a buffer (gradient through T_t
+only). The constant multiplies a value that already carries it, so in a steady state
+m = C(1 − β)/(1 − Cβ)·T, not C·T: for C ≈ 0.32 and β = 0.75, a third of it.
 """
 from __future__ import annotations
 
@@ -62,7 +68,8 @@ class LpBatchNorm(nn.Module):
     def __init__(self, num_features: int, kind: str = "l1", eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, *, k: int = DEFAULT_TOPK,
                  constant: float | None = None, stats_dtype=None, accum_dtype=None,
-                 accum_mode: str = "pairwise_mean", fused: bool | None = None, device=None, dtype=None):
+                 accum_mode: str = "pairwise_mean", fused: bool | None = None, ghost_beta: float | None = None,
+                 device=None, dtype=None):
         super().__init__()
         kind = check_kind(kind, NORM_KINDS[:-1])
         if not isinstance(num_features, int) or num_features < 1:
@@ -78,6 +85,10 @@ class LpBatchNorm(nn.Module):
                 raise ValueError(f"constant={constant!r} applies only to kinds {', '.join(SCALE_KINDS)}, not {kind!r}")
             if not (isinstance(constant, (int, float)) and math.isfinite(constant) and constant > 0):
                 raise ValueError(f"constant={constant!r} is invalid; valid: a finite number > 0 (default C_L1 = √(π/2) or C_Linf(n))")
+        if ghost_beta is not None and (kind != "topk" or isinstance(ghost_beta, bool)
+                                       or not isinstance(ghost_beta, (int, float)) or not 0 <= ghost_beta < 1):
+            raise ValueError(f"ghost_beta={ghost_beta!r} is invalid; valid: null, or a number in [0, 1) with kind topk")
+        self.ghost_beta = None if ghost_beta is None else float(ghost_beta)
         self.num_features, self.kind, self.eps, self.momentum = num_features, kind, float(eps), momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         self.k = int(k) if kind == "topk" else None
@@ -102,6 +113,8 @@ class LpBatchNorm(nn.Module):
             if stat_name:
                 self.register_buffer(stat_name, None)
             self.register_buffer("num_batches_tracked", None)
+        if self.ghost_beta is not None:
+            self.register_buffer("ghost_stat", torch.zeros(num_features, **fk))
         self.reset_parameters()
 
     # ----------------------------------------------------------------- setup helpers
@@ -126,6 +139,8 @@ class LpBatchNorm(nn.Module):
             s += f", k={self.k}"
         if self.constant is not None:
             s += f", constant={self.constant:.6g}"
+        if self.ghost_beta is not None:
+            s += f", ghost_beta={self.ghost_beta}"
         for name in ("stats_dtype", "accum_dtype"):
             if getattr(self, name) is not None:
                 s += f", {name}={str(getattr(self, name)).replace('torch.', '')}"
@@ -173,7 +188,8 @@ class LpBatchNorm(nn.Module):
         if self.kind == "topk" and self.k > n:
             raise ValueError(f"k={self.k} is invalid for this batch: topk needs 1 <= k <= n={n} elements per channel")
         fused = _FUSED_DEFAULT if self.fused is None else self.fused
-        if fused and self.kind in SCALE_KINDS and plain_precision and not torch.compiler.is_compiling():
+        ghost = self.ghost_beta is not None and self.training
+        if fused and self.kind in SCALE_KINDS and plain_precision and not ghost and not torch.compiler.is_compiling():
             k = self.k if self.kind == "topk" else 1  # L∞ = top-1
             y, mu, stat = fused_lp_batch_norm(x.to(sdt), self.weight, self.bias, self.kind, self.eps,
                                               self._constant(n), k)
@@ -208,13 +224,24 @@ class LpBatchNorm(nn.Module):
                 top = channel_rows(a).topk(self.k, dim=1).values
                 top = narrow_mean_rows(top, acc, self.accum_mode) if is_narrow(acc) else top.mean(1, dtype=acc)
                 stat = top.to(sdt).view(shape)
-            stat = stat * self._constant(n)
+                if self.ghost_beta is not None and self.training:
+                    stat = self._ghost(stat, n)
+            if self.ghost_beta is None or self.kind != "topk" or not self.training:
+                stat = stat * self._constant(n)
             y = d / (stat + self.eps)
         if self.weight is not None:
             y = y * self.weight.to(sdt).view(shape)
         if self.bias is not None:
             y = y + self.bias.to(sdt).view(shape)
         return y.to(x.dtype), mu.view(-1), stat.view(-1)
+
+    def _ghost(self, top_mean: Tensor, n: int) -> Tensor:
+        """m_t = C·(β·m_{t−1} + (1 − β)·T_t), the authors' "Top10" denominator (see the module docstring)."""
+        beta = self.ghost_beta
+        m = (beta * self.ghost_stat.to(top_mean.dtype).view_as(top_mean) + (1 - beta) * top_mean) * self._constant(n)
+        with torch.no_grad():
+            self.ghost_stat.copy_(m.detach().view(-1))
+        return m
 
     def _eval_forward(self, x: Tensor, sdt) -> Tensor:
         shape = (1, -1) + (1,) * (x.dim() - 2)

@@ -1,0 +1,177 @@
+"""Claims as data: an experiment file's ``claims:`` list, checked on logged runs by a rule fixed in advance.
+
+    - {id: l1_as_l2, section: "§3", claim: "L1 BN is as accurate as L2 BN", arm: l1, against: l2,
+       metric: final_error, expect: equal, margin: 1.0, paper: "..."}
+
+Every gap is paired by seed: the arm's test error minus that of ``against`` with the same seed, in
+points, over the seeds where both runs are done (finished or diverged). A diverged run counts as
+chance error, 100·(1 − 1/classes), from the epoch it diverged on.
+
+Metrics: ``final_error`` (after the last epoch), ``early_error`` (mean over epochs 1..first LR
+milestone of the ``against`` run's config), ``failure`` (a seed fails when its run diverged or its
+final error is at least FAIL_POINTS above ``against``'s).
+
+Verdicts, on n ≥ MIN_SEEDS paired seeds (else NOT RUN), CI = 95 % t-interval of the mean gap:
+equal: HOLDS if the CI lies within ±margin, DOES NOT HOLD if it lies entirely outside;
+worse: HOLDS if the CI lies above 0, DOES NOT HOLD if it lies below +MIN_EFFECT;
+better: HOLDS if the CI lies below 0, DOES NOT HOLD if it lies above −MIN_EFFECT;
+fails: HOLDS if most seeds fail, DOES NOT HOLD if none does; otherwise INCONCLUSIVE.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from normmatters import runs
+
+METRICS = ("final_error", "early_error", "failure")
+EXPECTS = ("equal", "worse", "better", "fails")
+KEYS = ("id", "section", "claim", "arm", "against", "metric", "expect", "margin", "paper")
+MARGIN = 1.0       # points: "as accurate as"
+MIN_EFFECT = 0.5   # points: smaller than this is no effect for worse/better
+FAIL_POINTS = 10.0
+MIN_SEEDS = 3
+HOLDS, FAILS, INCONCLUSIVE, NOT_RUN = "HOLDS", "DOES NOT HOLD", "INCONCLUSIVE", "NOT RUN"
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    section: str
+    claim: str
+    arm: str
+    against: str
+    metric: str
+    expect: str
+    margin: float = MARGIN
+    paper: str = ""
+
+
+def parse_claims(exp_name: str, raw, arms: Iterable[str]) -> list[Claim]:
+    """The ``claims:`` list of an experiment file, each checked (keys, arms, metric, expect)."""
+    raw = OmegaConf.to_container(raw) if OmegaConf.is_config(raw) else (raw or [])
+    if not isinstance(raw, list):
+        raise ValueError(f"experiment {exp_name}: `claims` must be a list of mappings")
+    arms, out = set(arms), []
+    for i, spec in enumerate(raw):
+        where = f"experiment {exp_name}: claims[{i}]"
+        if not isinstance(spec, dict):
+            raise ValueError(f"{where} must be a mapping with keys {', '.join(KEYS)}")
+        bad = sorted(set(spec) - set(KEYS))
+        missing = [k for k in ("id", "claim", "arm", "against", "metric", "expect") if k not in spec]
+        if bad or missing:
+            raise ValueError(f"{where}: {'unknown key ' + repr(bad[0]) if bad else 'missing key ' + repr(missing[0])}; "
+                             f"keys: {', '.join(KEYS)}")
+        for key in ("arm", "against"):
+            if spec[key] not in arms:
+                raise ValueError(f"{where}: {key}={spec[key]!r} is not an arm; valid: {', '.join(sorted(arms))}")
+        if spec["metric"] not in METRICS or spec["expect"] not in EXPECTS:
+            key = "metric" if spec["metric"] not in METRICS else "expect"
+            raise ValueError(f"{where}: {key}={spec[key]!r} is not valid; choose one of: "
+                             f"{', '.join(METRICS if key == 'metric' else EXPECTS)}")
+        if (spec["metric"] == "failure") != (spec["expect"] == "fails"):
+            raise ValueError(f"{where}: metric failure goes with expect fails, and only with it")
+        margin = spec.get("margin", MARGIN)
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin > 0:
+            raise ValueError(f"{where}: margin={margin!r} is not valid; it must be a number > 0")
+        out.append(Claim(str(spec["id"]), str(spec.get("section", "")), str(spec["claim"]), str(spec["arm"]),
+                         str(spec["against"]), spec["metric"], spec["expect"], float(margin), str(spec.get("paper", ""))))
+    return out
+
+
+# ----------------------------------------------------------------------------- per-run metrics
+
+def error_curve(run_dir: Path, epochs: int | None = None, classes: int = 10) -> pd.Series:
+    """Test error (%) by epoch; a diverged run is at chance error from its last logged epoch + 1 to ``epochs``."""
+    frame = runs.read_table(run_dir, "epochs") if runs.has_table(run_dir, "epochs") else pd.DataFrame(
+        columns=["epoch", "test_acc"])
+    acc = frame.set_index("epoch")["test_acc"].astype(float)
+    acc = acc * 100 if len(acc) and acc.max() <= 1.0 else acc
+    error = 100.0 - acc
+    if runs.status(run_dir) == "diverged" and epochs:
+        chance = 100.0 * (1 - 1 / classes)
+        last = int(error.index.max()) if len(error) else 0
+        error = pd.concat([error, pd.Series(chance, index=range(last + 1, epochs + 1))])
+    return error.sort_index()
+
+
+def _config(run_dir: Path) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(Path(run_dir) / runs.CONFIG))
+
+
+def _seed(run_dir: Path) -> int:
+    return int(runs.read_meta(run_dir).get("seed", _config(run_dir)["seed"]))
+
+
+def done_runs(dirs: Iterable[Path]) -> dict[int, Path]:
+    """{seed: run dir} of the runs that finished or diverged."""
+    return {_seed(d): Path(d) for d in dirs if runs.status(d) in runs.DONE}
+
+
+def run_metrics(run_dir: Path) -> dict:
+    config = _config(run_dir)
+    epochs = int(config["train"]["epochs"])
+    error = error_curve(run_dir, epochs)
+    first = (config["optim"].get("milestones") or [epochs])[0]
+    return {"final_error": float(error.get(epochs, math.nan)) if len(error) else math.nan,
+            "early_error": float(error[error.index <= first].mean()),
+            "diverged": runs.status(run_dir) == "diverged", "epochs": epochs}
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+def t_interval(gaps: np.ndarray) -> tuple[float, float, float, float]:
+    """mean, sd, and the 95 % t-interval of the mean (NaN for fewer than 2 values)."""
+    from scipy import stats
+
+    n = len(gaps)
+    mean = float(gaps.mean()) if n else math.nan
+    if n < 2:
+        return mean, math.nan, math.nan, math.nan
+    sd = float(gaps.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return mean, sd, mean - half, mean + half
+
+
+def decide(claim: Claim, low: float, high: float, failures: int, n: int) -> str:
+    if n < MIN_SEEDS:
+        return NOT_RUN
+    if claim.expect == "fails":
+        return HOLDS if failures > n / 2 else FAILS if failures == 0 else INCONCLUSIVE
+    if claim.expect == "equal":
+        if -claim.margin <= low and high <= claim.margin:
+            return HOLDS
+        return FAILS if low > claim.margin or high < -claim.margin else INCONCLUSIVE
+    if claim.expect == "worse":
+        return HOLDS if low > 0 else FAILS if high < MIN_EFFECT else INCONCLUSIVE
+    return HOLDS if high < 0 else FAILS if low > -MIN_EFFECT else INCONCLUSIVE  # better
+
+
+def evaluate(claim: Claim, arm_dirs: Mapping[str, Iterable[Path]]) -> dict:
+    """One row: the claim, its paired gaps per seed, mean, sd, CI, failures and the verdict."""
+    arm, base = done_runs(arm_dirs.get(claim.arm, ())), done_runs(arm_dirs.get(claim.against, ()))
+    seeds = sorted(set(arm) & set(base))
+    m_arm = {s: run_metrics(arm[s]) for s in seeds}
+    m_base = {s: run_metrics(base[s]) for s in seeds}
+    metric = "final_error" if claim.metric == "failure" else claim.metric
+    gaps = np.array([m_arm[s][metric] - m_base[s][metric] for s in seeds], dtype=float)
+    failed = [s for s in seeds if m_arm[s]["diverged"] or
+              m_arm[s]["final_error"] >= m_base[s]["final_error"] + FAIL_POINTS]
+    mean, sd, low, high = t_interval(gaps)
+    return {"id": claim.id, "section": claim.section, "claim": claim.claim, "paper": claim.paper, "arm": claim.arm,
+            "against": claim.against, "metric": claim.metric, "expect": claim.expect, "margin": claim.margin,
+            "n": len(seeds), "seeds": seeds, "gaps": [round(float(g), 4) for g in gaps],
+            "arm_mean": float(np.mean([m_arm[s][metric] for s in seeds])) if seeds else math.nan,
+            "against_mean": float(np.mean([m_base[s][metric] for s in seeds])) if seeds else math.nan,
+            "gap_mean": mean, "gap_sd": sd, "ci_low": low, "ci_high": high, "failures": failed,
+            "verdict": decide(claim, low, high, len(failed), len(seeds))}
+
+
+def evaluate_all(claims: Iterable[Claim], arm_dirs: Mapping[str, Iterable[Path]]) -> pd.DataFrame:
+    return pd.DataFrame([evaluate(c, arm_dirs) for c in claims])

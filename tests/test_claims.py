@@ -1,0 +1,104 @@
+"""Claims as data (normmatters.experiments.claims): paired gaps, the 95 % t-interval and the verdict
+rules, on run directories written here; the rule's numbers are computed independently in the test."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from normmatters import runs
+from normmatters.experiments import claims as C
+from normmatters.experiments.definition import load_experiment
+from normmatters.experiments.report import write_claims_report
+
+T975 = {2: 4.302652729911275, 3: 3.182446305284263}  # Student t quantiles, df = 2, 3
+
+
+def make_run(path, seed, errors, status="finished", epochs=4, milestones=(2,)):
+    path.mkdir(parents=True)
+    runs.write_table(path, "epochs", pd.DataFrame({"epoch": range(1, len(errors) + 1),
+                                                   "test_acc": [100 - e for e in errors], "seconds": 2.0}))
+    (path / runs.CONFIG).write_text(f"seed: {seed}\ntrain:\n  epochs: {epochs}\noptim:\n  milestones: {list(milestones)}\n")
+    runs.write_meta(path, status=status, seed=seed)
+    return path
+
+
+def claim(**kw):
+    base = dict(id="c", section="§3", claim="x", arm="a", against="b", metric="final_error", expect="equal")
+    return C.Claim(**{**base, **kw})
+
+
+def arms(tmp_path, a_finals, b_finals, a_status=None):
+    out = {"a": [], "b": []}
+    for s, (fa, fb) in enumerate(zip(a_finals, b_finals)):
+        status = (a_status or {}).get(s, "finished")
+        ea = [50, 40, 30, fa] if status == "finished" else [50, 40]
+        out["a"].append(make_run(tmp_path / f"a_s{s}", s, ea, status))
+        out["b"].append(make_run(tmp_path / f"b_s{s}", s, [52, 41, 31, fb]))
+    return out
+
+
+def test_paired_gap_and_t_interval_by_hand(tmp_path):
+    dirs = arms(tmp_path, [30.0, 31.0, 29.5], [30.2, 30.4, 29.9])
+    row = C.evaluate(claim(), dirs)
+    gaps = [-0.2, 0.6, -0.4]
+    mean = sum(gaps) / 3
+    sd = math.sqrt(sum((g - mean) ** 2 for g in gaps) / 2)
+    half = T975[2] * sd / math.sqrt(3)
+    assert row["n"] == 3 and row["gaps"] == pytest.approx(gaps)
+    assert row["ci_low"] == pytest.approx(mean - half) and row["ci_high"] == pytest.approx(mean + half)
+    # half width 1.31 > 1.0: cannot show equality at margin 1, cannot refute it either
+    assert row["verdict"] == C.INCONCLUSIVE
+    assert C.evaluate(claim(margin=2.0), dirs)["verdict"] == C.HOLDS
+
+
+@pytest.mark.parametrize("expect,a,b,verdict", [
+    ("worse", [32, 33, 32.5], [30, 30.5, 30.2], C.HOLDS),
+    ("worse", [30, 30.1, 29.9], [30, 30.0, 30.0], C.FAILS),         # CI below +0.5: no effect
+    ("better", [28, 28.5, 28.2], [30, 30.5, 30.2], C.HOLDS),
+    ("better", [31, 31.5, 31.2], [30, 30.5, 30.2], C.FAILS),
+    ("equal", [35, 35.5, 35.2], [30, 30.5, 30.2], C.FAILS),         # CI entirely above +1
+])
+def test_rules(tmp_path, expect, a, b, verdict):
+    assert C.evaluate(claim(expect=expect), arms(tmp_path, a, b))["verdict"] == verdict
+
+
+def test_diverged_runs_count_as_chance_error_and_as_failures(tmp_path):
+    dirs = arms(tmp_path, [30, 30, 30], [30, 30.5, 30.2], a_status={0: "diverged", 1: "diverged"})
+    row = C.evaluate(claim(metric="failure", expect="fails"), dirs)
+    assert row["failures"] == [0, 1] and row["verdict"] == C.HOLDS  # 2 of 3
+    final = C.evaluate(claim(), dirs)
+    assert final["gaps"][0] == pytest.approx(90 - 30)  # chance error for 10 classes
+    early = C.evaluate(claim(metric="early_error"), dirs)  # epochs 1..2 logged before it diverged
+    assert early["gaps"][0] == pytest.approx((50 + 40) / 2 - (52 + 41) / 2)
+
+
+def test_fewer_than_three_seeds_is_not_run(tmp_path):
+    assert C.evaluate(claim(), arms(tmp_path, [30, 31], [30, 31]))["verdict"] == C.NOT_RUN
+
+
+def test_claims_in_the_experiment_file_are_checked(tmp_path):
+    exp = load_experiment("norms_cifar")
+    assert {c.arm for c in exp.claims} <= set(exp.arms) and len(exp.claims) >= 10
+    with pytest.raises(ValueError, match=r"claims\[0\]: arm='nope' is not an arm"):
+        C.parse_claims("x", [{"id": "a", "claim": "c", "arm": "nope", "against": "l2", "metric": "final_error",
+                              "expect": "equal"}], exp.arms)
+    with pytest.raises(ValueError, match="metric failure goes with expect fails"):
+        C.parse_claims("x", [{"id": "a", "claim": "c", "arm": "l2", "against": "l2", "metric": "failure",
+                              "expect": "equal"}], exp.arms)
+
+
+def test_report_writes_figures_and_verdicts(tmp_path):
+    exp = load_experiment("norms_cifar")
+    found = {}
+    for name, shift in (("l2", 0.0), ("l1", 0.1), ("linf", 2.0)):
+        found[exp.arms[name].label] = [make_run(tmp_path / f"{name}_s{s}", s, [60, 50, 40 + shift, 30 + shift + s / 10])
+                                       for s in range(3)]
+    written = write_claims_report(exp, found, tmp_path)
+    names = {p.name for p in written}
+    assert {"lp_bn.png", "lp_bn.pdf", "claims.md", "claims.csv"} <= names
+    text = (tmp_path / "claims.md").read_text()
+    assert "L∞ BN is less accurate than L2 BN" in text and "**HOLDS**" in text and "**NOT RUN**" in text
+    table = pd.read_csv(tmp_path / "claims.csv").set_index("id")
+    assert table.loc["linf_worse", "verdict"] == C.HOLDS and table.loc["l1_as_l2", "verdict"] == C.HOLDS
