@@ -115,9 +115,12 @@ def test_killed_run_resumes_to_identical_metrics(finished_run, tiny_cifar, tmp_p
     proc.send_signal(signal.SIGKILL)  # somewhere in epoch 2
     proc.wait()
     assert runs.status(run_dir) == "running", "the run finished before it could be killed"
+    runs.write_meta(run_dir, git_commit="0" * 40)  # as if it had started at another commit
     resumed = run_script(args)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
+    meta = runs.read_meta(run_dir)  # provenance: the start commit, and the one that resumed it
+    assert meta["git_commit"] == "0" * 40 and meta["resumed_with"] == [runs.read_meta(reference)["git_commit"]]
     pd.testing.assert_frame_equal(
         runs.read_table(run_dir, "epochs").drop(columns=["seconds", "images_per_s"]),
         runs.read_table(reference, "epochs").drop(columns=["seconds", "images_per_s"]))

@@ -79,7 +79,7 @@ def train(cfg) -> dict:
         print(f"{run_dir} is already {done['status']}; not re-running it", file=sys.stderr)
         return {**done, "run_dir": str(run_dir)}
     state = checkpoint.load(run_dir)  # a corrupt checkpoint stops us before anything is written
-    run = _setup(cfg, run_dir, config)
+    run = _setup(cfg, run_dir, config, fresh=state is None)
     with StopOnSignal() as stop:
         try:
             return {**_epochs(run, state, stop), "run_dir": str(run_dir)}
@@ -141,7 +141,19 @@ def _plain_config(cfg) -> dict:
     return config
 
 
-def _setup(cfg, run_dir: Path, config: dict) -> Run:
+def _commits(run_dir: Path, fresh: bool) -> dict:
+    """git_commit: the commit the run started with; resumed_with: every other commit that later resumed it."""
+    meta, now = runs.read_meta(run_dir), _git_commit()
+    if fresh:
+        return {"git_commit": now, **({"resumed_with": []} if meta.get("resumed_with") else {})}
+    first = meta.get("git_commit") or now
+    later = [c for c in meta.get("resumed_with", []) if c != first]
+    if now != first and now not in later:
+        later.append(now)
+    return {"git_commit": first, **({"resumed_with": later} if later else {})}
+
+
+def _setup(cfg, run_dir: Path, config: dict, fresh: bool = True) -> Run:
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = model_from_config(cfg, NUM_CLASSES[cfg.data.name]).to(device)
@@ -162,7 +174,7 @@ def _setup(cfg, run_dir: Path, config: dict) -> Run:
     if not (run_dir / runs.CONFIG).exists():
         text = OmegaConf.to_yaml(OmegaConf.create(config))
         runs.atomic_write_bytes(run_dir / runs.CONFIG, lambda p: Path(p).write_text(text))
-    runs.write_meta(run_dir, status="running", git_commit=_git_commit(), data_label=data.label,
+    runs.write_meta(run_dir, status="running", **_commits(run_dir, fresh), data_label=data.label,
                     num_train=data.num_train, num_test=data.num_test, profile=cfg.get("profile_name"),
                     seed=cfg.seed, device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
                     name=cfg.name, run_tag=cfg.run_tag)
