@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
+from normmatters.data import check_config as check_data_config
 from normmatters.optim.lr_correction import MODES as LR_CORRECTION_MODES
 from normmatters.optim.param_groups import CONTROLS
 from normmatters.optim.reference import TIMINGS as REFERENCE_TIMINGS
 
 WEIGHT_NORMS = ("none", "wn", "bwn")
-DATASETS = ("cifar10", "cifar100", "imagenet")
 WD_SCOPES = ("all", "all_but_last", "last_only", "none")
 SCHEDULES = ("step", "cosine", "constant")
 AUTOCAST = (None, "bfloat16", "float16")
@@ -56,7 +56,7 @@ def validate(cfg) -> None:
     except (ValueError, TypeError) as err:
         raise ValueError(f"norm: {err}") from None
     _one_of("weight_norm.kind", cfg.weight_norm.kind, WEIGHT_NORMS)
-    _validate_data(cfg.data)
+    check_data_config(cfg.data)
     _validate_optim(cfg.optim)
     _one_of("precision.autocast", cfg.precision.autocast, AUTOCAST)
     _one_of("precision.norm_stats_dtype", cfg.precision.norm_stats_dtype, NORM_DTYPES)
@@ -74,17 +74,6 @@ def validate(cfg) -> None:
     if cfg.train.grad_clip is not None:
         _positive("train.grad_clip", cfg.train.grad_clip)
     writable_root(Path(cfg.out_root))
-
-
-def _validate_data(data) -> None:
-    _one_of("data.name", data.name, DATASETS)
-    if data.path is not None and not Path(os.path.expanduser(str(data.path))).exists():
-        raise ValueError(f"data.path={str(data.path)!r} does not exist; give an image-folder directory or a .tar/.tar.gz of one")
-    for key in ("batch_size", "test_batch_size"):
-        if not isinstance(data[key], int) or data[key] < 1:
-            raise ValueError(f"data.{key}={data[key]!r} is not valid; it must be an integer >= 1")
-    if data.train_subset is not None and (not isinstance(data.train_subset, int) or data.train_subset < 1):
-        raise ValueError(f"data.train_subset={data.train_subset!r} is not valid; use null or an integer >= 1")
 
 
 def _validate_optim(optim) -> None:
