@@ -348,11 +348,11 @@ def test_error_unknown_name_and_bad_numbers(tiny, tmp_path):
     _raises(ValueError, r"data.train_subset=0 is invalid", _cfg(tiny["archive"], tmp_path, train_subset=0), tmp_path)
     _raises(ValueError, r"data.loader='gpu' is not supported; valid: device, dataloader",
             _cfg(tiny["archive"], tmp_path, loader="gpu"), tmp_path)
-    # too large a subset or batch is detected from the listing, before decoding (no cache written)
+    # too large a subset is detected from the listing, before decoding (no cache written)
     _raises(ValueError, r"data.train_subset=61 exceeds the 60 training images",
             _cfg(tiny["archive"], tmp_path, train_subset=61), tmp_path)
     _raises(ValueError, r"data.batch_size=61 is invalid; valid: 1..60, the training images per epoch",
-            _cfg(tiny["archive"], tmp_path, batch_size=61), tmp_path)
+            _cfg(tiny["archive"], tmp_path, batch_size=61))
 
 
 def test_error_missing_path_and_missing_download(tmp_path):

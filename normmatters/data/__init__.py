@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import Subset
 
-from .config import DataCfg, check_config, check_train_size
+from .config import DataCfg, check_batch_size, check_config, check_subset_size
 from .datasets import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -78,7 +78,7 @@ def build_data(cfg, device: torch.device, seed: int, progress: bool = True) -> D
     where = c.path if c.path is not None else c.download_root
 
     def validate(classes, counts):  # runs after the listing, before any decoding
-        check_train_size(c, counts["train"], where)
+        check_subset_size(c, counts["train"], where)
 
     common = dict(device=device, seed=seed, channels_last=c.channels_last)
     if c.name == "imagenet":
@@ -88,6 +88,7 @@ def build_data(cfg, device: torch.device, seed: int, progress: bool = True) -> D
         if c.train_subset is not None:
             keep = class_balanced_subset(torch.tensor(ds.train.targets), c.train_subset, c.subset_seed)
             train_set = Subset(ds.train, keep.tolist())
+        check_batch_size(c, len(train_set))
         make = functools.partial(FolderDataLoader, num_workers=c.num_workers, **common)
         train = make(train_set, batch_size=c.batch_size, train=True, drop_last=c.drop_last)
         test = make(test_set, batch_size=c.test_batch_size, train=False)
@@ -100,6 +101,7 @@ def build_data(cfg, device: torch.device, seed: int, progress: bool = True) -> D
         if c.train_subset is not None:
             keep = class_balanced_subset(ytr, c.train_subset, c.subset_seed)
             xtr, ytr = xtr[keep], ytr[keep]
+        check_batch_size(c, len(ytr))  # after decoding, so that a corrupt image is reported first
         spec = DATASETS[c.name]
         make = DeviceLoader if c.loader == "device" else functools.partial(TensorDataLoader, num_workers=c.num_workers)
         make = functools.partial(make, mean=spec.mean, std=spec.std, **common)

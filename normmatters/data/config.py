@@ -2,9 +2,9 @@
 
 :func:`check_config` checks every key from the config alone -- a path is stat-ed, no data is read
 -- so a bad value fails at start-up, before anything is written, with one line naming the key,
-the value and what is valid. What needs the data's size is checked by :func:`check_train_size`,
-from the config when the size is known (torchvision's CIFAR, or a ``train_subset``) and otherwise
-right after the listing, still before any decoding.
+the value and what is valid. The checks that need the training set's size
+(:func:`check_subset_size`, :func:`check_batch_size`) run here when the config alone tells the
+size (torchvision's CIFAR, or a ``train_subset``), otherwise once the data is listed or loaded.
 """
 
 from __future__ import annotations
@@ -147,20 +147,26 @@ def check_config(cfg: Mapping) -> DataCfg:
         num_classes=num_classes,
         label=None if label is None else str(label),
     )
-    check_train_size(c, spec.download_train_size if path is None else None, c.download_root)
+    if path is None:  # torchvision's download: its size is known
+        check_subset_size(c, spec.download_train_size, c.download_root)
+    n_train = train_subset or (spec.download_train_size if path is None else None)
+    if n_train is not None:
+        check_batch_size(c, n_train)
     return c
 
 
-def check_train_size(c: DataCfg, n_train: int | None, where: str) -> None:
-    """``data.train_subset`` and ``data.batch_size`` against the ``n_train`` training images of
-    ``where`` (``None``: not known yet; then only the batch is checked, against the subset)."""
-    if n_train is not None and c.train_subset is not None and c.train_subset > n_train:
+def check_subset_size(c: DataCfg, n_train: int, where: str) -> None:
+    """``data.train_subset`` against the ``n_train`` training images of ``where``."""
+    if c.train_subset is not None and c.train_subset > n_train:
         raise ValueError(
             f"data.train_subset={c.train_subset} exceeds the {n_train} training images of {where}; valid: null or 1..{n_train}"
         )
-    n = c.train_subset or n_train
-    if n is not None and c.drop_last and c.batch_size > n:
+
+
+def check_batch_size(c: DataCfg, n_train: int) -> None:
+    """``data.batch_size`` against the ``n_train`` training images of an epoch (after the subset)."""
+    if c.drop_last and c.batch_size > n_train:
         raise ValueError(
-            f"data.batch_size={c.batch_size} is invalid; valid: 1..{n}, the training images per epoch "
+            f"data.batch_size={c.batch_size} is invalid; valid: 1..{n_train}, the training images per epoch "
             f"(with data.drop_last=true a larger batch leaves an epoch without a step)"
         )
