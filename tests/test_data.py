@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from normmatters.data import (
     Loader,
     TensorDataLoader,
     build_data,
+    check_config,
     class_balanced_subset,
 )
 from normmatters.data import image_folder as imf
@@ -336,18 +339,20 @@ def _raises(exc, match, cfg, cache_dir=None):
 
 
 def test_error_unknown_name_and_bad_numbers(tiny, tmp_path):
-    _raises(ValueError, r"data.name='mnist' is not supported; valid: cifar10, cifar100, imagenet",
+    _raises(ValueError, r"data.name='mnist' is not valid; choose one of: cifar10, cifar100, imagenet",
             _cfg(tiny["archive"], tmp_path, name="mnist"), tmp_path)
     for bs in (0, -3):
-        _raises(ValueError, rf"data.batch_size={bs} is invalid; valid: a positive integer",
+        _raises(ValueError, rf"data.batch_size={bs} is not valid; valid: a positive integer",
                 _cfg(tiny["archive"], tmp_path, batch_size=bs), tmp_path)
     _raises(ValueError, r"data.test_batch_size=0", _cfg(tiny["archive"], tmp_path, test_batch_size=0), tmp_path)
-    _raises(ValueError, r"data.train_subset=0 is invalid", _cfg(tiny["archive"], tmp_path, train_subset=0), tmp_path)
-    _raises(ValueError, r"data.loader='gpu' is not supported; valid: device, dataloader",
+    _raises(ValueError, r"data.train_subset=0 is not valid", _cfg(tiny["archive"], tmp_path, train_subset=0), tmp_path)
+    _raises(ValueError, r"data.loader='gpu' is not valid; choose one of: device, dataloader",
             _cfg(tiny["archive"], tmp_path, loader="gpu"), tmp_path)
     # too large a subset is detected from the listing, before decoding (no cache written)
     _raises(ValueError, r"data.train_subset=61 exceeds the 60 training images",
             _cfg(tiny["archive"], tmp_path, train_subset=61), tmp_path)
+    _raises(ValueError, r"data.batch_size=61 is not valid; valid: 1..60, the training images per epoch",
+            _cfg(tiny["archive"], tmp_path, batch_size=61))
 
 
 def test_error_missing_path_and_missing_download(tmp_path):
@@ -359,6 +364,61 @@ def test_error_missing_path_and_missing_download(tmp_path):
     _raises(FileNotFoundError, r"CIFAR-10 not found in data.download_root=.*data.download=false.*data.path", cfg)
     _raises(FileNotFoundError, r"torchvision cannot download ImageNet",
             _cfg(None, tmp_path, name="imagenet"))
+
+
+# (override of _cfg, exception, what the one line must name: key=value, and what is valid)
+BAD_CONFIG = [
+    ({"name": "mnist"}, ValueError, "data.name='mnist'", "choose one of: cifar10, cifar100, imagenet"),
+    ({"batch_size": 0}, ValueError, "data.batch_size=0", "valid: a positive integer"),
+    ({"batch_size": "8"}, ValueError, "data.batch_size='8'", "valid: a positive integer"),
+    ({"batch_size": 8.0}, ValueError, "data.batch_size=8.0", "valid: a positive integer"),
+    ({"test_batch_size": 0}, ValueError, "data.test_batch_size=0", "valid: null (= batch_size) or a positive integer"),
+    ({"train_subset": 0}, ValueError, "data.train_subset=0", "valid: null or a positive integer"),
+    ({"subset_seed": -1}, ValueError, "data.subset_seed=-1", "valid: a non-negative integer"),
+    ({"loader": "gpu"}, ValueError, "data.loader='gpu'", "choose one of: device, dataloader"),
+    ({"num_workers": -1}, ValueError, "data.num_workers=-1", "valid: a non-negative integer"),
+    ({"augment": "yes"}, ValueError, "data.augment='yes'", "valid: true or false"),
+    ({"drop_last": 2}, ValueError, "data.drop_last=2", "valid: true or false"),
+    ({"name": "imagenet", "num_classes": 0}, ValueError, "data.num_classes=0", "valid: null (= 1000) or a positive integer"),
+    ({"path": "nope"}, FileNotFoundError, "nope' does not exist", "image-folder directory or a .tar/.tar.gz/.tgz"),
+    ({"name": "imagenet", "path": None}, FileNotFoundError, "data.path is null", "set data.path to a directory"),
+    # sizes known from the config alone: torchvision's 50000 CIFAR training images, or the subset
+    ({"path": None, "train_subset": 50001}, ValueError, "data.train_subset=50001", "valid: null or 1..50000"),
+    ({"path": None, "batch_size": 50001}, ValueError, "data.batch_size=50001", "valid: 1..50000"),
+    ({"train_subset": 10, "batch_size": 11}, ValueError, "data.batch_size=11", "valid: 1..10"),
+]
+
+
+@pytest.mark.parametrize("override,exc,value,valid", BAD_CONFIG)
+def test_check_config_names_key_value_and_what_is_valid(tiny, tmp_path, override, exc, value, valid):
+    cfg = _cfg(tiny["archive"], tmp_path / "cache", download_root=str(tmp_path / "dl"))
+    cfg.update(override)
+    if cfg["path"] == "nope":
+        cfg["path"] = str(tmp_path / "nope")
+    with pytest.raises(exc) as info:
+        check_config(cfg)
+    msg = str(info.value)
+    assert value in msg and valid in msg and "\n" not in msg, msg
+    with pytest.raises(exc) as info:
+        build_data(cfg, CPU, seed=0, progress=False)
+    assert str(info.value) == msg
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "dl").exists()  # nothing written
+
+
+def test_check_config_fills_defaults_and_accepts_a_batch_larger_than_a_kept_last_batch(tiny, tmp_path):
+    c = check_config(_cfg(tiny["archive"], tmp_path, train_subset=10, batch_size=11, drop_last=False,
+                          test_batch_size=None))
+    assert (c.batch_size, c.test_batch_size, c.train_subset, c.subset_seed, c.num_classes) == (11, 11, 10, 0, 10)
+    assert check_config({"name": "imagenet", "path": str(tiny["archive"])}).loader == "dataloader"
+
+
+def test_training_path_does_not_import_the_benchmarks():
+    code = ("import sys, normmatters.data, normmatters.train, normmatters.experiments, normmatters.plots, "
+            "normmatters.sweep, normmatters.cli; "
+            "print(sorted(m for m in sys.modules if m.startswith('normmatters.bench')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
 
 
 def test_error_layout_problems(tmp_path):

@@ -72,8 +72,7 @@ def make_image_folder(root: Path, train_per_class: int, test_per_class: int, see
 
 def load_subset(path: str, cache_dir: str, n: int):
     """The uint8 training images the project's run with ``data.train_subset=n`` trains on."""
-    from normmatters.data import class_balanced_subset
-    from normmatters.data.cifar import load_cifar
+    from normmatters.data import class_balanced_subset, load_cifar
 
     data = load_cifar("cifar10", path, download=False, cache_dir=cache_dir, progress=False)
     if n > len(data.train_labels):

@@ -12,17 +12,18 @@ import time
 
 import torch
 
-from . import build_data
+from . import DATASETS, build_data
+from .config import DEFAULTS, LOADERS
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m normmatters.data", description=__doc__.splitlines()[0])
-    ap.add_argument("--name", default="cifar10", choices=["cifar10", "cifar100", "imagenet"])
+    ap.add_argument("--name", default="cifar10", choices=list(DATASETS))
     ap.add_argument("--path", default=None, help="image-folder dir or .tar/.tar.gz/.tgz (default: torchvision)")
-    ap.add_argument("--cache-dir", default="~/.cache/normmatters/cache")
-    ap.add_argument("--download-root", default="~/.cache/normmatters/data")
+    ap.add_argument("--cache-dir", default=DEFAULTS["cache_dir"])
+    ap.add_argument("--download-root", default=DEFAULTS["download_root"])
     ap.add_argument("--no-download", action="store_true")
-    ap.add_argument("--loader", default="device", choices=["device", "dataloader"])
+    ap.add_argument("--loader", default=DEFAULTS["loader"], choices=LOADERS)
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--channels-last", action="store_true")

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from normmatters import runs
 from normmatters.data import build_data
+from normmatters.data import check_config as check_data_config
 from normmatters.dynamics import AngleProbe, channel_norm_rows, layer_rows, scale_invariant_weights
 from normmatters.norms import check_norm_inputs
 from normmatters.optim import build_optimizer, build_scheduler, build_step_hooks
@@ -27,7 +28,6 @@ from normmatters.train.logger import RunLogger
 from normmatters.train.signals import RunInterrupted, StopOnSignal
 from normmatters.train.validate import validate
 
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
 
 @dataclass
@@ -156,16 +156,13 @@ def _commits(run_dir: Path, fresh: bool) -> dict:
 def _setup(cfg, run_dir: Path, config: dict, fresh: bool = True) -> Run:
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = model_from_config(cfg, NUM_CLASSES[cfg.data.name]).to(device)
+    model = model_from_config(cfg, check_data_config(cfg.data).num_classes).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ocfg = optim_config(cfg)
     optimizer = build_optimizer(model, ocfg)
     hooks = build_step_hooks(ocfg, model, optimizer)  # checks any reference run before data loads
     data = build_data(cfg.data, device, cfg.seed, progress=cfg.train.progress)
-    if len(data.train) < 1:
-        raise ValueError(f"data.batch_size={cfg.data.batch_size} is not valid; it is larger than the training set "
-                         f"({data.num_train} images, drop_last={cfg.data.drop_last}), so an epoch has no step")
     check_norm_inputs(model, data.test, cfg.data.batch_size)
     scheduler = build_scheduler(optimizer, ocfg, len(data.train), cfg.train.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision.autocast == "float16")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from normmatters import checks, models, norms, optim
+from normmatters import checks, data, models, norms, optim
 
 from .build import AUTOCAST, DEVICES
 
@@ -29,7 +29,7 @@ def validate(cfg) -> None:
     models.check_config(cfg.model)
     norms.check_config(cfg.norm, cfg.precision)
     norms.check_weight_norm_config(cfg.weight_norm)
-    _validate_data(cfg.data)
+    data.check_config(cfg.data)
     optim.check_config(cfg.optim)
     checks.one_of("precision.autocast", cfg.precision.autocast, AUTOCAST)
     checks.one_of("device", cfg.device, DEVICES)
@@ -42,11 +42,3 @@ def validate(cfg) -> None:
         checks.number("train.grad_clip", cfg.train.grad_clip, above=0)
     writable_root(Path(cfg.out_root))
 
-
-def _validate_data(data) -> None:
-    checks.one_of("data.name", data.name, ("cifar10", "cifar100", "imagenet"))
-    if data.path is not None and not Path(os.path.expanduser(str(data.path))).exists():
-        raise ValueError(f"data.path={str(data.path)!r} does not exist; give an image-folder directory or a .tar/.tar.gz of one")
-    for key in ("batch_size", "test_batch_size"):
-        checks.integer(f"data.{key}", data[key], minimum=1)
-    checks.integer("data.train_subset", data.train_subset, minimum=1, nullable=True)
