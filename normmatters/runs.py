@@ -276,15 +276,17 @@ def load_runs(paths: str | Path | list, table: str = "epochs") -> pd.DataFrame:
     from omegaconf import OmegaConf
 
     dirs = find_runs(paths) if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
-    frames = []
+    tables, configs = [], []
     for run_dir in dirs:
         if not has_table(run_dir, table):
             continue
         config = identity(OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG)))
-        frame = read_table(run_dir, table)
-        extra = {"run_dir": str(run_dir), "status": status(run_dir),
-                 **{k: v for k, v in config.items() if k not in frame.columns and not isinstance(v, list)}}
-        frames.append(frame.assign(**extra))
-    if not frames:
+        tables.append(read_table(run_dir, table).assign(run_dir=str(run_dir)))
+        configs.append({"run_dir": str(run_dir), "status": status(run_dir),
+                        **{k: v for k, v in config.items() if not isinstance(v, list)}})
+    if not tables:
         raise ValueError(f"no run with a {table} table in {paths}")
-    return pd.concat(frames, ignore_index=True)
+    rows = pd.concat(tables, ignore_index=True)
+    keys = pd.DataFrame(configs, dtype=object)  # one row per run; merged, so no all-null frame is concatenated
+    keys = keys[[c for c in keys.columns if c == "run_dir" or c not in rows.columns]]
+    return rows.merge(keys.infer_objects(), on="run_dir", how="left")
