@@ -39,8 +39,13 @@ def seeds(text: str) -> list[int]:
 
 
 def compose_train(extra):
+    from hydra.errors import HydraException
+
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name="train", overrides=list(extra))
+        try:
+            return compose(config_name="train", overrides=list(extra))
+        except HydraException as err:  # a bad override: one line, as for any bad input
+            raise ValueError(" ".join(str(err).split())) from None
 
 
 def main() -> int:

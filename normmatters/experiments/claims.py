@@ -114,10 +114,19 @@ def done_runs(dirs: Iterable[Path]) -> dict[int, Path]:
     return {_seed(d): Path(d) for d in dirs if runs.status(d) in runs.DONE}
 
 
+def _classes(config: dict) -> int:
+    data = config.get("data") or {}
+    if data.get("num_classes"):
+        return int(data["num_classes"])
+    from normmatters.data import DATASETS
+
+    return DATASETS[data["name"]].num_classes if data.get("name") in DATASETS else 10
+
+
 def run_metrics(run_dir: Path) -> dict:
     config = _config(run_dir)
     epochs = int(config["train"]["epochs"])
-    error = error_curve(run_dir, epochs)
+    error = error_curve(run_dir, epochs, _classes(config))
     first = (config["optim"].get("milestones") or [epochs])[0]
     return {"final_error": float(error.get(epochs, math.nan)) if len(error) else math.nan,
             "early_error": float(error[error.index <= first].mean()),

@@ -4,6 +4,7 @@ its report. Loaded and checked here, once; the runner (:mod:`.runner`) only exec
     description: one line for --list
     report: wd                     # a key of normmatters.experiments.report.REPORTS
     minutes_per_run: {cpu: 13}     # per profile, until finished runs give a measured figure
+    overrides: [model=resnet18]    # optional: extra overrides of every arm (after the arm's own)
     profile_overrides:             # optional: extra overrides of every arm at one profile (its scale)
       cpu: [model.width=0.5]
     figures: {name: [arm, ...]}    # optional: one panel per entry (report `claims`)
@@ -29,7 +30,8 @@ from omegaconf import OmegaConf
 from .claims import Claim, parse_claims
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "reproduce"
-KEYS = ("description", "report", "minutes_per_run", "profile_overrides", "figures", "arms", "variants", "claims")
+KEYS = ("description", "report", "minutes_per_run", "overrides", "profile_overrides", "figures", "arms", "variants",
+        "claims")
 ARM_KEYS = ("label", "overrides", "needs", "report")
 
 
@@ -51,6 +53,7 @@ class Experiment:
     report: str
     minutes_per_run: dict[str, float]
     profile_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    overrides: tuple[str, ...] = ()
     arms: dict[str, Arm] = field(default_factory=dict)  # default arms first, then variants
     figures: dict[str, tuple[str, ...]] = field(default_factory=dict)
     claims: list[Claim] = field(default_factory=list)
@@ -112,7 +115,8 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
         raise ValueError(f"experiment file {path}: unknown key {bad[0]!r}; valid: {', '.join(KEYS)}")
     exp = Experiment(path.stem, path, str(raw.get("description", "")), str(raw.get("report", "")),
                      {str(k): float(v) for k, v in (raw.get("minutes_per_run") or {}).items()},
-                     _profile_overrides(path.stem, raw.get("profile_overrides")))
+                     _profile_overrides(path.stem, raw.get("profile_overrides")),
+                     _override_list(path.stem, "overrides", raw.get("overrides")))
     for group, variant in (("arms", False), ("variants", True)):
         for name, spec in (raw.get(group) or {}).items():
             if name in exp.arms:
@@ -141,12 +145,18 @@ def _figures(exp: Experiment, raw) -> dict[str, tuple[str, ...]]:
     return {str(k): tuple(v) for k, v in raw.items()}
 
 
+def _override_list(exp: str, key: str, raw) -> tuple[str, ...]:
+    raw = OmegaConf.to_container(raw) if OmegaConf.is_config(raw) else (raw or [])
+    if not isinstance(raw, list) or not all(isinstance(o, str) for o in raw):
+        raise ValueError(f"experiment {exp}: {key} must be a list of key=value strings")
+    return tuple(raw)
+
+
 def _profile_overrides(exp: str, raw) -> dict[str, tuple[str, ...]]:
-    raw = OmegaConf.to_container(raw) if raw is not None else {}
-    ok = isinstance(raw, dict) and all(isinstance(v, list) and all(isinstance(o, str) for o in v) for v in raw.values())
-    if not ok:
+    raw = OmegaConf.to_container(raw) if OmegaConf.is_config(raw) else (raw or {})
+    if not isinstance(raw, dict):
         raise ValueError(f"experiment {exp}: profile_overrides must map a profile to a list of key=value strings")
-    return {str(k): tuple(v) for k, v in raw.items()}
+    return {str(k): _override_list(exp, f"profile_overrides.{k}", v) for k, v in raw.items()}
 
 
 def _check_acyclic(exp: Experiment) -> None:
