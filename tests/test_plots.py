@@ -411,3 +411,30 @@ def test_load_runs_and_plot_sweep(tmp_path):
     assert lines["optim.lr=0.05 (n=2)"][-1] == pytest.approx((finals[(0.05, 0)] + finals[(0.05, 1)]) / 2)
     with pytest.raises(ValueError, match="no column 'optim.momentum'"):
         plot_sweep(frame, "optim.momentum")
+
+
+def test_equilibrium_angle_is_where_sgd_with_momentum_and_wd_settles():
+    """Simulated scale-invariant weight: gradients random and orthogonal to w, of size 1/‖w‖ (as
+    behind batch norm); SGD with momentum μ and weight decay λ. After settling, the mean angle per
+    step must be √(2ηλ/(1+μ)) (Kosson et al. 2024), whatever the starting norm."""
+    import numpy as np
+
+    from normmatters.plots.equilibrium import equilibrium_angle
+
+    lr, wd, mu, d = 0.1, 5e-3, 0.9, 2000
+    rng = np.random.default_rng(0)
+    for start in (0.3, 5.0):
+        w = rng.standard_normal(d)
+        w *= start / np.linalg.norm(w)
+        buf = np.zeros(d)
+        angles = []
+        for step in range(6000):
+            g = rng.standard_normal(d)
+            g -= (g @ w) / (w @ w) * w
+            g /= np.linalg.norm(w) * np.sqrt(d)  # the gradient shrinks as the weight grows
+            buf = mu * buf + g + wd * w
+            new = w - lr * buf
+            if step >= 4000:
+                angles.append(np.arccos(np.clip(new @ w / np.linalg.norm(new) / np.linalg.norm(w), -1, 1)))
+            w = new
+        assert np.mean(angles) == pytest.approx(float(equilibrium_angle(lr, wd, mu)), rel=0.05), start

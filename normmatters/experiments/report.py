@@ -12,18 +12,27 @@ from normmatters.plots import (claims_markdown, paired_final_gaps, paired_markdo
 from normmatters.plots.runaway import BASELINE, FACTOR, FROZEN_RTOL, runaway_markdown, runaway_table
 from normmatters import runs
 from normmatters.experiments import claims as claims_mod
+from normmatters.plots.equilibrium import plot_equilibrium
 from normmatters.plots.error_curves import plot_error_curves
 from normmatters.runs import atomic_write_bytes
 
 
 def write_wd_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[Path]:
     """figure.png (test accuracy per arm, and the paired gap to WD on), norms.png (channel norms of
-    every scale-invariant layer), claims.md (verdict table, per-seed paired gaps, runaway channels) and claims.csv
+    every scale-invariant layer), dynamics.png/.pdf (angle per step against the rotational
+    equilibrium, normmatters.plots.equilibrium), claims.md (verdict table, per-seed paired gaps, runaway channels) and claims.csv
     (the verdict table); each written atomically. Returns the four paths."""
     out_dir = Path(out_dir)
     figure, norms = out_dir / "figure.png", out_dir / "norms.png"
     atomic_write_bytes(figure, lambda p: plot_wd_arms(arms).savefig(p, dpi=150, format="png"))
     atomic_write_bytes(norms, lambda p: plot_norm_dynamics(arms).savefig(p, dpi=120, format="png"))
+    written = [figure, norms]
+    if any(runs.has_table(d, "layers") for d in arms.get("WD on", [])):  # equilibrium vs measured angles
+        fig = plot_equilibrium(arms, without_wd="WD off" if "WD off" in arms else None)
+        for fmt in ("png", "pdf"):
+            path = out_dir / f"dynamics.{fmt}"
+            atomic_write_bytes(path, lambda p, f=fmt: fig.savefig(p, dpi=120, format=f))
+            written.append(path)
     claims = wd_claims(arms)
     text = claims_markdown(claims) + (
         "\nFinal test accuracy minus that of the WD-on run with the same seed (points):\n\n"
@@ -36,7 +45,7 @@ def write_wd_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) -> l
     table_md, table_csv = out_dir / "claims.md", out_dir / "claims.csv"
     atomic_write_bytes(table_md, lambda p: Path(p).write_text(text + "\n"))
     atomic_write_bytes(table_csv, lambda p: claims.to_csv(p))
-    return [figure, norms, table_md, table_csv]
+    return [*written, table_md, table_csv]
 
 
 def _fmt(x, sign: bool = False) -> str:
