@@ -1,4 +1,5 @@
-"""Rebuild every experiment report under results/ from the logged run tables.
+"""Rebuild every experiment report under results/ from the logged run tables, then results/REPORT.md
+(every claim of PAPER.md with its verdict).
 
     python scripts/plot.py [RESULTS_DIR]
 
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 from normmatters.experiments import definition
+from normmatters.experiments.compose import experiment_dirs
+from normmatters.experiments.paper_report import write_paper_report
 from normmatters.experiments.report import REPORTS
 
 
@@ -23,11 +26,11 @@ def main() -> int:
         return 2
     found = 0
     experiments = [definition.load_experiment(n) for n in definition.experiment_names()]
+    homes = {exp.name: experiment_dirs(exp) for exp in experiments}
     for exp_dir in sorted(p for p in args.results.iterdir() if p.is_dir()):
         for exp in experiments:
             arms = definition.discover(exp, exp_dir)
-            first = exp.arms[exp.default_arms[0]].label
-            if first not in arms or not exp.report:
+            if exp_dir.name not in homes[exp.name] or not arms or not exp.report:
                 continue
             for path in REPORTS[exp.report](exp, arms, exp_dir):
                 print(f"wrote {path}")
@@ -35,6 +38,7 @@ def main() -> int:
     if not found:
         print(f"error: no experiment runs (e.g. a wd_on_s<seed> run) under {args.results}", file=sys.stderr)
         return 2
+    print(f"wrote {write_paper_report(args.results)}")
     return 0
 
 

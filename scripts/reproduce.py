@@ -16,13 +16,11 @@ from pathlib import Path
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-
 from normmatters.cli import run_or_exit  # noqa: E402
 from normmatters.experiments import definition, runner  # noqa: E402
+from normmatters.experiments.compose import compose_train  # noqa: E402
 from normmatters.experiments.report import REPORTS  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PROFILES = ("auto", "cpu", "paper", "smoke")
 
 
@@ -36,16 +34,6 @@ def seeds(text: str) -> list[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds {text!r} is not valid; use e.g. 0,1,2 or 0-7") from None
     return out
-
-
-def compose_train(extra):
-    from hydra.errors import HydraException
-
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        try:
-            return compose(config_name="train", overrides=list(extra))
-        except HydraException as err:  # a bad override: one line, as for any bad input
-            raise ValueError(" ".join(str(err).split())) from None
 
 
 def main() -> int:

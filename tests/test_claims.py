@@ -19,8 +19,9 @@ def make_run(path, seed, errors, status="finished", epochs=4, milestones=(2,)):
     path.mkdir(parents=True)
     runs.write_table(path, "epochs", pd.DataFrame({"epoch": range(1, len(errors) + 1),
                                                    "test_acc": [100 - e for e in errors], "seconds": 2.0}))
-    (path / runs.CONFIG).write_text(f"seed: {seed}\ntrain:\n  epochs: {epochs}\noptim:\n  milestones: {list(milestones)}\n")
-    runs.write_meta(path, status=status, seed=seed)
+    (path / runs.CONFIG).write_text(f"seed: {seed}\ntrain:\n  epochs: {epochs}\noptim:\n  milestones: {list(milestones)}\n"
+                                    "model:\n  name: resnet20\n  width: 0.5\ndata:\n  name: cifar10\n")
+    runs.write_meta(path, status=status, seed=seed, data_label="CIFAR-10 (fake)", profile="cpu")
     return path
 
 
@@ -102,3 +103,22 @@ def test_report_writes_figures_and_verdicts(tmp_path):
     assert "L∞ BN is less accurate than L2 BN" in text and "**HOLDS**" in text and "**NOT RUN**" in text
     table = pd.read_csv(tmp_path / "claims.csv").set_index("id")
     assert table.loc["linf_worse", "verdict"] == C.HOLDS and table.loc["l1_as_l2", "verdict"] == C.HOLDS
+
+
+def test_paper_report_has_a_row_per_claim_with_the_verdicts(tmp_path):
+    from normmatters.experiments.paper_report import paper_report
+
+    exp = load_experiment("norms_cifar")
+    exp_dir = tmp_path / "norms_resnet20_cpu"
+    found = {}
+    for name, shift in (("l2", 0.0), ("linf", 2.0)):
+        found[exp.arms[name].label] = [make_run(exp_dir / f"{name}_s{s}", s, [60, 50, 40 + shift, 30 + shift + s / 10])
+                                       for s in range(3)]
+    write_claims_report(exp, found, exp_dir)
+    text = paper_report(tmp_path)
+    rows = [line for line in text.splitlines() if line.startswith("| §")]
+    linf = next(r for r in rows if "L∞ BN is less accurate than L2 BN" in r and "norms_resnet20_cpu" in r)
+    assert "**HOLDS**" in linf and "+2.00" in linf and "3 seeds" in linf and "CIFAR-10 (fake)" in linf
+    assert any(r.startswith("| §1 ") and "**NOT RUN**" in r for r in rows)
+    assert sum("norms_imagenet_r50" in r and "**NOT RUN**" in r for r in rows) == len(load_experiment("norms_imagenet_r50").claims)
+    assert "![norms_resnet20_cpu/lp_bn.png](norms_resnet20_cpu/lp_bn.png)" in text

@@ -16,6 +16,8 @@ from normmatters.plots.equilibrium import plot_equilibrium
 from normmatters.plots.error_curves import plot_error_curves
 from normmatters.runs import atomic_write_bytes
 
+STABLE = {"pdf": {"CreationDate": None}}  # no creation date in a PDF: a regenerated figure is byte-identical
+
 
 def write_wd_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[Path]:
     """figure.png (test accuracy per arm, and the paired gap to WD on), norms.png (channel norms of
@@ -31,7 +33,7 @@ def write_wd_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) -> l
         fig = plot_equilibrium(arms, without_wd="WD off" if "WD off" in arms else None)
         for fmt in ("png", "pdf"):
             path = out_dir / f"dynamics.{fmt}"
-            atomic_write_bytes(path, lambda p, f=fmt: fig.savefig(p, dpi=120, format=f))
+            atomic_write_bytes(path, lambda p, f=fmt: fig.savefig(p, dpi=120, format=f, metadata=STABLE.get(f)))
             written.append(path)
     claims = wd_claims(arms)
     text = claims_markdown(claims) + (
@@ -103,7 +105,7 @@ def write_claims_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) 
         fig = plot_error_curves(panel, title=f"{exp.description}: {figure.replace('_', ' ')}")
         for fmt in ("png", "pdf"):
             path = out_dir / f"{figure}.{fmt}"
-            atomic_write_bytes(path, lambda p, f=fmt: fig.savefig(p, dpi=150, format=f))
+            atomic_write_bytes(path, lambda p, f=fmt: fig.savefig(p, dpi=150, format=f, metadata=STABLE.get(f)))
             written.append(path)
     claims = claims_mod.evaluate_all(exp.claims, by_name)
     text = (claims_table_markdown(claims) + "\nPer arm (finished and diverged runs; early = mean over the epochs up "

@@ -1,0 +1,131 @@
+"""results/REPORT.md: one row per claim of PAPER.md §1–5, generated from the experiments' claims
+tables (never written by hand). Each row: the paper's number, this project's (with seeds, data and
+scale), the criterion fixed before the runs, and HOLDS / DOES NOT HOLD / INCONCLUSIVE / NOT RUN."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from normmatters import runs
+
+from .claims import FAILS, HOLDS, INCONCLUSIVE, MIN_EFFECT, NOT_RUN
+from .compose import experiment_dirs
+from .definition import discover, experiment_names, load_experiment
+
+# §2's arms as the weight-decay claims table names them, with the poster's verdict and number
+WD_CLAIMS = [
+    ("§2", "Without weight decay (except on the classifier) VGG11 ends less accurate", "WD off", "below WD on",
+     "≈ 89.3 vs 90.5 % accuracy"),
+    ("§2", "The per-channel LR correction replaces weight decay: accuracy matches WD on", "WD off + LR correction",
+     "matches WD on", "≈ 90.5 vs 90.5 %"),
+    ("§2", "A norm schedule instead of the LR schedule matches WD on", "Norm schedule", "matches WD on",
+     "≈ 90.3 vs 90.5 %"),
+]
+WD_RULE = "paired final gap to WD on, 95 % CI within ±0.6 and tracking gap ≤ 1.0 = matches; CI below 0 = below"
+NOT_MEASURED = [
+    ("§1", "Scaling the scale-invariant weights by c with LR c²η and WD λ/c² computes the same function",
+     "exact (first-order argument)",
+     "not a logged run: checked on every CI run by tests/test_optim_equivalence.py (float64, SGD with and "
+     "without momentum, several c)"),
+    ("§4", "L1 and Top-k BN are cheaper to compute than L2 (no squares, no roots)", "argued, not measured",
+     "not measured yet (fused kernels, a later issue); results/bench/norms_cpu.md has today's timings"),
+]
+
+
+def _scale(run_dir: Path) -> str:
+    meta = runs.read_meta(run_dir)
+    config = OmegaConf.load(run_dir / runs.CONFIG)
+    return (f"{meta.get('data_label', config.data.name)}; {config.model.name} × {config.model.width:g} width, "
+            f"{config.train.epochs} epochs, profile {meta.get('profile')}")
+
+
+def _wd_rows(exp_dir: Path) -> list[dict]:
+    table = pd.read_csv(exp_dir / "claims.csv", index_col=0)
+    some_run = next(d for dirs in discover(load_experiment("wd_vgg11"), exp_dir).values() for d in dirs)
+    rows = []
+    for section, claim, arm, expected, paper in WD_CLAIMS:
+        if arm not in table.index:
+            rows.append(dict(section=section, claim=claim, paper=paper, ours="–", criterion=WD_RULE, verdict=NOT_RUN))
+            continue
+        r = table.loc[arm]
+        ours = (f"gap {r.gap_mean:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] points over {int(r.n_paired)} seeds; "
+                f"{r.final_mean:.2f} ± {r.final_std:.2f} % ({_scale(some_run)})")
+        verdict = str(r.verdict)
+        if int(r.n_paired) < 2:
+            outcome = NOT_RUN
+        elif verdict.startswith(expected):
+            outcome = HOLDS
+        elif verdict.startswith(("inconclusive",)):
+            outcome = INCONCLUSIVE
+        else:
+            outcome = FAILS
+        rows.append(dict(section=section, claim=claim, paper=paper, ours=ours, criterion=WD_RULE, verdict=outcome,
+                         source=f"{exp_dir.name}/claims.md"))
+    return rows
+
+
+def _criterion(r) -> str:
+    return {"equal": f"paired gap CI within ±{r.margin:g} points", "worse": f"CI > 0 (no effect: CI < +{MIN_EFFECT})",
+            "better": f"CI < 0 (no effect: CI > −{MIN_EFFECT})", "fails": "most seeds diverge or end ≥ 10 points worse"}[r.expect]
+
+
+def _claims_rows(exp_dir: Path, exp) -> list[dict]:
+    table = pd.read_csv(exp_dir / "claims.csv")
+    found = [d for dirs in discover(exp, exp_dir).values() for d in dirs]
+    scale = _scale(found[0]) if found else "–"
+    rows = []
+    for r in table.itertuples():
+        if r.metric == "failure":
+            ours = f"{len(ast.literal_eval(r.failures))} of {r.n} seeds fail"  # a list, as to_csv wrote it
+        elif r.n:
+            ours = f"{r.arm} − {r.against}: {r.gap_mean:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] points ({r.metric}, {r.n} seeds)"
+        else:
+            ours = "–"
+        rows.append(dict(section=r.section, claim=r.claim, paper=r.paper, ours=f"{ours}; {scale}",
+                         criterion=_criterion(r), verdict=r.verdict, source=f"{exp_dir.name}/claims.md"))
+    return rows
+
+
+def paper_report(results: Path) -> str:
+    results = Path(results)
+    rows = [dict(section=s, claim=c, paper=p, ours=o, criterion="–", verdict=NOT_RUN) for s, c, p, o in NOT_MEASURED]
+    figures, reported = [], set()
+    experiments = [load_experiment(name) for name in experiment_names()]
+    homes = {exp.name: experiment_dirs(exp) for exp in experiments}
+    for exp_dir in sorted(p for p in results.iterdir() if p.is_dir() and (p / "claims.csv").exists()):
+        for exp in experiments:
+            name = exp.name
+            if exp_dir.name not in homes[name] or not discover(exp, exp_dir):
+                continue
+            rows += _wd_rows(exp_dir) if exp.report == "wd" else _claims_rows(exp_dir, exp)
+            reported.add(name)
+            figures += sorted(f"{exp_dir.name}/{p.name}" for p in exp_dir.glob("*.png"))
+    for name in experiment_names():  # experiments with claims and no runs here: every claim NOT RUN
+        exp = load_experiment(name)
+        if exp.claims and name not in reported:
+            rows += [dict(section=c.section, claim=c.claim, paper=c.paper, criterion="–", verdict=NOT_RUN,
+                          ours=f"no runs under results/ (`scripts/reproduce.py --experiment {name}`)") for c in exp.claims]
+    order = {"§1": 1, "§2": 2, "§3": 3, "§4": 4, "§5": 5}
+    rows.sort(key=lambda r: order.get(r["section"], 9))
+    lines = ["# Report: every claim of PAPER.md, checked on this repository's runs", "",
+             "Generated by `python scripts/plot.py results` from the claims tables beside the runs; never edited "
+             "by hand. Criteria were fixed in the README before the runs they judge finished. Gaps are paired "
+             "by seed, 95 % t-intervals.", "",
+             "| § | Claim | Paper | This project | Criterion | Verdict | Source |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['section']} | {r['claim']} | {r['paper']} | {r['ours']} | {r['criterion']} | "
+                     f"**{r['verdict']}** | {r.get('source', '–')} |")
+    counts = pd.Series([r["verdict"] for r in rows]).value_counts()
+    lines += ["", "Totals: " + ", ".join(f"{v} {k}" for k, v in counts.items()), "", "## Figures", ""]
+    lines += [f"![{f}]({f})" for f in figures]
+    return "\n".join(lines) + "\n"
+
+
+def write_paper_report(results: Path) -> Path:
+    path = Path(results) / "REPORT.md"
+    text = paper_report(results)
+    runs.atomic_write_bytes(path, lambda p: Path(p).write_text(text))
+    return path
