@@ -30,8 +30,10 @@ bench-train: setup
 train: setup
 	$(PY) scripts/train.py $(ARGS)
 
+# every CIFAR experiment (PAPER.md §2, §3-5), then their figures and REPORT.md; paper profile with CUDA,
+# cpu otherwise (ARGS="--profile cpu --seeds 0-3 --dry-run ..." to choose)
 reproduce-cifar: setup
-	$(PY) scripts/reproduce.py $(ARGS)
+	$(PY) scripts/reproduce.py --experiment wd_vgg11,norms_cifar $(ARGS)
 
 figures: setup
 	$(PY) scripts/plot.py $(ARGS)

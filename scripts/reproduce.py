@@ -1,12 +1,13 @@
 """Run an experiment of configs/reproduce/ and write its report.
 
     python scripts/reproduce.py --list
-    python scripts/reproduce.py --experiment wd_vgg11 --profile cpu --seeds 0-3 [--arms a,b] [--dry-run]
+    python scripts/reproduce.py --experiment wd_vgg11[,norms_cifar] --profile cpu --seeds 0-3 [--arms a,b] [--dry-run]
                                 [--out-root outputs] [hydra overrides ...]
 
 Runs every arm and seed in dependency order (an arm after the arms it needs, same seed), skips
 finished runs, resumes interrupted ones, goes on after a failed one, prints "run i/N" with a time
-estimate, then writes the report beside the runs. --dry-run prints the plan and its cost only.
+estimate, then writes the report beside the runs and REPORT.md (every claim of PAPER.md) in the
+out-root. --dry-run prints the plan and its cost only.
 """
 import argparse
 import os
@@ -19,6 +20,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 from normmatters.cli import run_or_exit  # noqa: E402
 from normmatters.experiments import definition, runner  # noqa: E402
 from normmatters.experiments.compose import compose_train  # noqa: E402
+from normmatters.experiments.paper_report import write_paper_report  # noqa: E402
 from normmatters.experiments.report import REPORTS  # noqa: E402
 
 PROFILES = ("auto", "cpu", "paper", "smoke")
@@ -38,7 +40,8 @@ def seeds(text: str) -> list[int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", default="wd_vgg11", help="a name from --list, 'all', or a .yaml path")
+    parser.add_argument("--experiment", default="wd_vgg11",
+                        help="a name from --list, several joined by commas, 'all', or a .yaml path")
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument("--profile", default="auto", choices=PROFILES,
                         help="paper (GPU scale), cpu (2-core scale), smoke; auto = paper with CUDA, else cpu")
@@ -61,10 +64,12 @@ def main() -> int:
 
         profile = "paper" if torch.cuda.is_available() else "cpu"
         print(f"profile: {profile} ({'CUDA found' if profile == 'paper' else 'no CUDA'}; use --profile to choose)")
-    names = definition.experiment_names() if args.experiment == "all" else [args.experiment]
+    names = definition.experiment_names() if args.experiment == "all" else args.experiment.split(",")
     failed = 0
     for name in names:
         failed += run_or_exit(one, name, profile, args)
+    if not args.dry_run and Path(args.out_root).is_dir():
+        print(f"wrote {write_paper_report(Path(args.out_root))}")
     return 1 if failed else 0
 
 
