@@ -10,6 +10,9 @@ A run directory holds:
     layers.parquet   one row per (logged step, scale-invariant weight): norm, effective step, angle
     channels.parquet one row per (epoch, weight, output channel): the channel's L2 norm
     channel_steps.parquet  optional (train.log_channels_every=K): the same every K steps
+    precision.parquet optional (train.log_precision=float16|bfloat16): per norm layer and logged step,
+                     counts of values whose square would overflow/underflow in that float, of channels
+                     whose one-pass variance would be off, of gradients that would underflow
     checkpoint.pt    latest end-of-epoch state (not part of results/)
     wandb/           the wandb (offline) run
 
@@ -44,7 +47,7 @@ import pandas as pd
 CONFIG = "config.yaml"
 META = "meta.json"
 CHECKPOINT = "checkpoint.pt"
-TABLES = ("epochs", "steps", "layers", "channels", "channel_steps")
+TABLES = ("epochs", "steps", "layers", "channels", "channel_steps", "precision")
 STATUSES = ("running", "finished", "diverged", "interrupted", "failed")
 DONE = ("finished", "diverged")
 # Keys that say where things are or how a run reports, not what it computes.

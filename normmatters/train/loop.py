@@ -21,6 +21,7 @@ from normmatters.data import build_data
 from normmatters.data import check_config as check_data_config
 from normmatters.dynamics import AngleProbe, channel_norm_rows, layer_rows, scale_invariant_weights
 from normmatters.norms import check_norm_inputs
+from normmatters.norms.precision_probe import PrecisionProbe
 from normmatters.optim import build_optimizer, build_scheduler, build_step_hooks
 from normmatters.train import checkpoint
 from normmatters.train.build import autocast_dtype, model_from_config, optim_config, pick_device
@@ -45,6 +46,7 @@ class Run:
     device: torch.device
     weights: dict = field(default_factory=dict)
     step: int = 0
+    precision_probe: PrecisionProbe | None = None  # train.log_precision: half-precision hazards per layer
 
     def autocast(self):
         dtype = autocast_dtype(self.cfg)
@@ -177,8 +179,10 @@ def _setup(cfg, run_dir: Path, config: dict, fresh: bool = True) -> Run:
                     name=cfg.name, run_tag=cfg.run_tag)
     logger = RunLogger(run_dir, cfg.wandb, cfg.run_tag, cfg.name, config)
     forward = torch.compile(model) if cfg.train.compile else model
+    watch = cfg.train.get("log_precision")
     return Run(cfg, model, forward, optimizer, scheduler, scaler, hooks, data, logger, device,
-               weights=scale_invariant_weights(model))
+               weights=scale_invariant_weights(model),
+               precision_probe=PrecisionProbe(model, getattr(torch, watch)) if watch else None)
 
 
 def _git_commit() -> str:
@@ -237,6 +241,8 @@ def _train_epoch(run: Run, epoch: int, stop: StopOnSignal) -> dict | None:
                              torch.tensor(float(len(y)), device=run.device)])
         total += batch
         window += batch
+        if logged and run.precision_probe is not None:
+            run.logger.add("precision", run.precision_probe.rows(epoch=epoch, step=run.step))
         if logged:
             angles = probe.after()
             w_loss, w_correct, w_seen = window.tolist()
