@@ -46,6 +46,7 @@ def plot_error_curves(arms: Mapping[str, Iterable[Path]], title: str = "") -> pl
     ax.set_ylabel("test error (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
