@@ -152,3 +152,23 @@ def test_norms_notebook_executes_on_logged_and_on_committed_runs(tmp_path):
             images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
             assert len(images) == 3  # lp_bn, half_precision, bounded_wn hold l2 or linf runs
             assert "**HOLDS**" in text
+
+
+def test_report_tabulates_half_precision_hazards(tmp_path):
+    exp = load_experiment("half_precision_probe")
+    found = {}
+    for name in ("l2", "l2_no_wd"):
+        dirs = []
+        for s in range(2):
+            d = make_run(tmp_path / f"{name}_s{s}", s, [60, 50, 40, 30])
+            runs.write_table(d, "precision", pd.DataFrame(
+                {"step": [10, 10], "layer": ["bn1", "bn2"], "values": [1000, 1000], "square_overflow": [0, 10],
+                 "square_underflow": [5, 5], "square_subnormal": [0, 0], "channels": [8, 8], "onepass_bad": [0, 4],
+                 "onepass_negative": [0, 0], "grads": [500, 500], "grad_underflow": [1, 0]}))
+            dirs.append(d)
+        found[exp.arms[name].label] = dirs
+    write_claims_report(exp, found, tmp_path)
+    text = (tmp_path / "claims.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| L2 BN (fp32) | 2 |"))
+    # 20 overflows in 4000 values, 20 underflows, 8 bad of 32 channels, 2 gradient underflows in 2000
+    assert row == "| L2 BN (fp32) | 2 | 5.00e-03 | 5.00e-03 | 0.00e+00 | 2.50e-01 | 0.00e+00 | 1.00e-03 |"

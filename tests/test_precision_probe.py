@@ -3,6 +3,7 @@ answer is known, each checked against what float16 itself does to those numbers.
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import torch
 
 from normmatters import runs
@@ -69,3 +70,32 @@ def test_a_run_logs_the_precision_table(tiny_cifar, tmp_path, compose):
     assert set(table["dtype"]) == {"float16"} and table["values"].gt(0).all()
     assert {"square_overflow", "onepass_bad", "grad_underflow"} <= set(table.columns)
     assert isinstance(table, pd.DataFrame) and table["layer"].nunique() >= 7  # every BN of ResNet-20
+
+
+def test_one_pass_variance_cancels_in_float16_and_not_in_float64():
+    torch.manual_seed(0)
+    x = (100 + 0.5 * torch.randn(64, 1, 4, 4)).double()
+    true = x.var(unbiased=False).item()
+    wide = build_norm("l2", 1, variance="one_pass", eps=0.0, dtype=torch.float64, affine=False)
+    torch.testing.assert_close(wide(x), (x - x.mean()) / true ** 0.5)
+    narrow = build_norm("l2", 1, variance="one_pass", eps=0.0, stats_dtype="float16", accum_dtype="float32", affine=False)
+    xh = x.float().to(H)  # by hand: E[x²] − E[x]², each rounded to float16
+    onepass = (float((xh * xh).float().mean().to(H)) - float(xh.float().mean().to(H)) ** 2)
+    assert abs(onepass - true) > 0.5 * true  # the cancellation the test relies on
+    y = narrow(x.float())
+    assert not torch.allclose(y.double(), (x - x.mean()) / true ** 0.5, atol=0.2)
+    with pytest.raises(ValueError, match="variance='one_pass' is invalid"):
+        build_norm("l1", 1, variance="one_pass")
+
+
+def test_loss_scaling_can_be_turned_off(tiny_cifar, tmp_path, compose):
+    from conftest import run_dir_of
+    from normmatters.train import train
+    from test_train import tiny
+
+    for scaling, expect in (("null", True), ("false", False)):
+        cfg = compose(tiny(tiny_cifar, tmp_path / scaling, "train.epochs=1", "wandb.mode=disabled", "precision=fp16",
+                           f"precision.loss_scaling={scaling}"))
+        assert train(cfg)["status"] in ("finished", "diverged")
+        state = torch.load(run_dir_of(cfg) / runs.CHECKPOINT, weights_only=False)
+        assert ("scale" in state["scaler"]) is expect

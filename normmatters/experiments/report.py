@@ -91,6 +91,27 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hazard_markdown(exp, by_name: Mapping[str, list[Path]]) -> str:
+    """Per arm, over every logged step, layer and seed: the fractions of half-precision hazards
+    (normmatters.norms.precision_probe); empty when no run logged them."""
+    rows = []
+    for name, dirs in by_name.items():
+        tables = [runs.read_table(d, "precision") for d in dirs if runs.has_table(d, "precision")]
+        if not tables:
+            continue
+        t = pd.concat(tables).sum(numeric_only=True)
+        frac = {k: t[k] / t[base] if t[base] else np.nan for k, base in (
+            ("square_overflow", "values"), ("square_underflow", "values"), ("square_subnormal", "values"),
+            ("onepass_bad", "channels"), ("onepass_negative", "channels"), ("grad_underflow", "grads"))}
+        rows.append(f"| {exp.arms[name].label} | {len(tables)} | " + " | ".join(f"{v:.2e}" for v in frac.values()) + " |")
+    if not rows:
+        return ""
+    return ("\nHalf-precision hazards (fractions over every logged step, norm layer and seed; the float is "
+            "the run's `train.log_precision`):\n\n| Arm | Runs | d² overflows | d² underflows to 0 | d² subnormal | "
+            "one-pass variance > 10 % off | one-pass variance < 0 | gradient underflows |\n|---|---|---|---|---|---|---|---|\n"
+            + "\n".join(rows) + "\n")
+
+
 def write_claims_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[Path]:
     """<figure>.png and .pdf per entry of the experiment's ``figures``, and claims.md / claims.csv: the
     claims with their verdicts (normmatters.experiments.claims) and a summary per arm."""
@@ -109,7 +130,7 @@ def write_claims_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) 
             written.append(path)
     claims = claims_mod.evaluate_all(exp.claims, by_name)
     text = (claims_table_markdown(claims) + "\nPer arm (finished and diverged runs; early = mean over the epochs up "
-            "to the first LR drop):\n\n" + summary_markdown(arm_summary(exp, by_name)))
+            "to the first LR drop):\n\n" + summary_markdown(arm_summary(exp, by_name)) + hazard_markdown(exp, by_name))
     table_md, table_csv = out_dir / "claims.md", out_dir / "claims.csv"
     atomic_write_bytes(table_md, lambda p: Path(p).write_text(text))
     atomic_write_bytes(table_csv, lambda p: claims.to_csv(p, index=False))

@@ -40,14 +40,15 @@ def plan(exp: Experiment, compose: Callable, profile: str, seeds: list[int], arm
          overrides: list[str] = ()) -> list[Job]:
     """The runs to do, in order: per seed, the arms (default ones unless named) after what they need.
     Each arm's config: its overrides, the experiment's, the profile, the experiment's overrides for
-    that profile, the seed, then the caller's ``overrides``."""
+    that profile, the seed and the tag ``<arm>_s<seed>`` (how the report finds it), then the caller's
+    ``overrides``."""
     names = exp.order(list(arms) if arms else exp.default_arms)
     scale = exp.profile_overrides.get(profile, ())
     jobs = []
     for seed in seeds:
         for name in names:
             args = (*exp.arms[name].overrides, *exp.overrides, f"profile={profile}", *scale, f"seed={seed}",
-                    f"wandb.job_type={name}", *overrides)
+                    f"run_tag={name}_s{seed}", f"wandb.job_type={name}", *overrides)
             jobs.append(Job(exp.arms[name], seed, compose(list(args)), args))
     return jobs
 

@@ -37,6 +37,9 @@ from .fused import fused_lp_batch_norm
 from .precision import channel_mean, channel_rows, check_accum_mode, is_narrow, narrow_mean_rows, resolve_dtype
 
 _FUSED_DEFAULT = True
+# l2's variance: mean((x − μ)²) (two_pass), or E[x²] − E[x]² (one_pass, what fast kernels compute;
+# it cancels catastrophically in a narrow float when a channel's mean is large against its spread)
+VARIANCES = ("two_pass", "one_pass")
 
 
 def set_fused_default(enabled: bool) -> None:
@@ -69,7 +72,7 @@ class LpBatchNorm(nn.Module):
                  affine: bool = True, track_running_stats: bool = True, *, k: int = DEFAULT_TOPK,
                  constant: float | None = None, stats_dtype=None, accum_dtype=None,
                  accum_mode: str = "pairwise_mean", fused: bool | None = None, ghost_beta: float | None = None,
-                 device=None, dtype=None):
+                 variance: str = "two_pass", device=None, dtype=None):
         super().__init__()
         kind = check_kind(kind, NORM_KINDS[:-1])
         if not isinstance(num_features, int) or num_features < 1:
@@ -89,6 +92,9 @@ class LpBatchNorm(nn.Module):
                                        or not isinstance(ghost_beta, (int, float)) or not 0 <= ghost_beta < 1):
             raise ValueError(f"ghost_beta={ghost_beta!r} is invalid; valid: null, or a number in [0, 1) with kind topk")
         self.ghost_beta = None if ghost_beta is None else float(ghost_beta)
+        if variance not in VARIANCES or (variance != "two_pass" and kind != "l2"):
+            raise ValueError(f"variance={variance!r} is invalid; valid: {', '.join(VARIANCES)} (one_pass: kind l2 only)")
+        self.variance = variance
         self.num_features, self.kind, self.eps, self.momentum = num_features, kind, float(eps), momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         self.k = int(k) if kind == "topk" else None
@@ -141,6 +147,8 @@ class LpBatchNorm(nn.Module):
             s += f", constant={self.constant:.6g}"
         if self.ghost_beta is not None:
             s += f", ghost_beta={self.ghost_beta}"
+        if self.variance != "two_pass":
+            s += f", variance={self.variance}"
         for name in ("stats_dtype", "accum_dtype"):
             if getattr(self, name) is not None:
                 s += f", {name}={str(getattr(self, name)).replace('torch.', '')}"
@@ -176,7 +184,7 @@ class LpBatchNorm(nn.Module):
         # float16/bfloat16 inputs); with them, only where they compute in exactly those dtypes.
         default_precision = self.stats_dtype is None and self.accum_dtype is None
         plain_precision = default_precision or (sdt == x.dtype and acc == sdt and not is_narrow(sdt))
-        if self.kind == "l2" and plain_precision:  # exactly nn.BatchNorm's computation
+        if self.kind == "l2" and plain_precision and self.variance == "two_pass":  # exactly nn.BatchNorm's computation
             update = not self.training or self.track_running_stats
             return F.batch_norm(x, self.running_mean if update else None, self.running_var if update else None,
                                 self.weight, self.bias, use_batch, factor, self.eps)
@@ -212,7 +220,10 @@ class LpBatchNorm(nn.Module):
             y = d if self.bias is None else d + self.bias.to(sdt).view(shape)
             return y.to(x.dtype), mu.view(-1), stat
         if self.kind == "l2":
-            stat = channel_mean(d * d, red, acc, self.accum_mode)  # biased batch variance
+            if self.variance == "one_pass":
+                stat = channel_mean(xs * xs, red, acc, self.accum_mode) - mu * mu
+            else:
+                stat = channel_mean(d * d, red, acc, self.accum_mode)  # biased batch variance
             y = d * torch.rsqrt(stat + self.eps)
         else:
             a = d.abs()

@@ -167,7 +167,8 @@ def _setup(cfg, run_dir: Path, config: dict, fresh: bool = True) -> Run:
     data = build_data(cfg.data, device, cfg.seed, progress=cfg.train.progress)
     check_norm_inputs(model, data.test, cfg.data.batch_size)
     scheduler = build_scheduler(optimizer, ocfg, len(data.train), cfg.train.epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision.autocast == "float16")
+    scaling = cfg.precision.autocast == "float16" and cfg.precision.get("loss_scaling") is not False
+    scaler = torch.amp.GradScaler(device.type, enabled=scaling)
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.remove_stale_temps(run_dir)
     if not (run_dir / runs.CONFIG).exists():
