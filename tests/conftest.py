@@ -88,3 +88,23 @@ def hooked_step(model, opt, hooks, x, y, k: int, steps: int) -> None:
     opt.step()
     for h in hooks:
         h.after_step()
+
+
+def execute_notebook(name: str, experiment_dir=None):
+    """Run notebooks/<name> as a user would (from the repository root), on ``experiment_dir`` when
+    given (NORMMATTERS_EXPERIMENT), else on the committed results; returns the executed notebook."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    if experiment_dir is not None:
+        os.environ["NORMMATTERS_EXPERIMENT"] = str(experiment_dir)
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    finally:
+        os.environ.pop("NORMMATTERS_EXPERIMENT", None)
+    return nb
+
+
+def notebook_outputs(nb, mime: str) -> list:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if mime in o.get("data", {})]

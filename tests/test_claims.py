@@ -125,12 +125,7 @@ def test_paper_report_has_a_row_per_claim_with_the_verdicts(tmp_path):
 
 
 def test_norms_notebook_executes_on_logged_and_on_committed_runs(tmp_path):
-    import os
-
-    import nbformat
-    from nbclient import NotebookClient
-
-    from conftest import REPO
+    from conftest import execute_notebook, notebook_outputs
 
     exp = load_experiment("norms_cifar")
     exp_dir = tmp_path / "norms_resnet20_cpu"
@@ -138,19 +133,11 @@ def test_norms_notebook_executes_on_logged_and_on_committed_runs(tmp_path):
         for s in range(3):
             make_run(exp_dir / f"{name}_s{s}", s, [60, 50, 40, 30 + s / 10 + (name == "linf")])
     for where in (exp_dir, None):  # fake runs; then results/ as committed (maybe no runs yet: all NOT RUN)
-        nb = nbformat.read(REPO / "notebooks" / "norms.ipynb", as_version=4)
-        if where is not None:
-            os.environ["NORMMATTERS_EXPERIMENT"] = str(where)
-        try:
-            NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
-        finally:
-            os.environ.pop("NORMMATTERS_EXPERIMENT", None)
-        text = "".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells if c.cell_type == "code"
-                       for o in c.outputs)
+        nb = execute_notebook("norms.ipynb", where)
+        text = "".join(o["data"]["text/markdown"] for o in notebook_outputs(nb, "text/markdown"))
         assert all(c.claim in text for c in exp.claims)
         if where is not None:
-            images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
-            assert len(images) == 3  # lp_bn, half_precision, bounded_wn hold l2 or linf runs
+            assert len(notebook_outputs(nb, "image/png")) == 3  # lp_bn, half_precision, bounded_wn hold l2 or linf runs
             assert "**HOLDS**" in text
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, execute_notebook, notebook_outputs
 from normmatters import runs
 from normmatters.experiments.definition import discover, load_experiment
 
@@ -88,28 +88,15 @@ def test_missing_reference_fails_before_training(tiny_cifar, tmp_path, compose):
     assert not list((tmp_path / "wd_vgg11_smoke").glob("wd_lr_correction_s0*"))
 
 
-def _execute_notebook(exp_dir=None):
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(REPO / "notebooks" / "wd_lr_correction.ipynb", as_version=4)
-    if exp_dir is not None:
-        os.environ["NORMMATTERS_EXPERIMENT"] = str(exp_dir)
-    try:
-        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
-    finally:
-        os.environ.pop("NORMMATTERS_EXPERIMENT", None)
-    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
-
-
 def test_notebook_executes_on_logged_runs(experiment):
     exp_dir, _ = experiment
-    assert len(_execute_notebook(exp_dir)) == 3  # accuracy per arm, norm dynamics, a sweep plot
+    nb = execute_notebook("wd_lr_correction.ipynb", exp_dir)
+    assert len(notebook_outputs(nb, "image/png")) == 3  # accuracy per arm, norm dynamics, a sweep plot
 
 
 def test_notebook_executes_on_the_committed_results():
     """The notebook as a user opens it: on results/wd_vgg11_cpu, so that it cannot rot."""
-    assert len(_execute_notebook()) == 3
+    assert len(notebook_outputs(execute_notebook("wd_lr_correction.ipynb"), "image/png")) == 3
 
 
 def test_discover_finds_the_arms_and_the_extra_arm(tmp_path):
