@@ -4,6 +4,7 @@ scale), the criterion fixed before the runs, and HOLDS / DOES NOT HOLD / INCONCL
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -25,11 +26,9 @@ WD_CLAIMS = [
      "≈ 90.3 vs 90.5 %"),
 ]
 WD_RULE = "paired final gap to WD on, 95 % CI within ±0.6 and tracking gap ≤ 1.0 = matches; CI below 0 = below"
+SECTION1 = ("§1", "Scaling the scale-invariant weights by c with LR c²η and WD λ/c² computes the same function",
+            "exact")
 NOT_MEASURED = [
-    ("§1", "Scaling the scale-invariant weights by c with LR c²η and WD λ/c² computes the same function",
-     "exact (first-order argument)",
-     "not a logged run: checked on every CI run by tests/test_optim_equivalence.py (float64, SGD with and "
-     "without momentum, several c)"),
     ("§4", "L1 and Top-k BN are cheaper to compute than L2 (no squares, no roots)", "argued, not measured",
      "not measured yet (fused kernels, a later issue); results/bench/norms_cpu.md has today's timings"),
 ]
@@ -89,9 +88,27 @@ def _claims_rows(exp_dir: Path, exp) -> list[dict]:
     return rows
 
 
+def _section1_row(results: Path) -> dict:
+    """From scripts/check_scale_invariance.py's result.json, if it was run."""
+    section, claim, paper = SECTION1
+    path = results / "scale_invariance" / "result.json"
+    if not path.exists():
+        return dict(section=section, claim=claim, paper=paper, criterion="–", verdict=NOT_RUN,
+                    ours="no result (`python scripts/check_scale_invariance.py`)")
+    r = json.loads(path.read_text())
+    twins = [x for x in r["rows"] if not x["control"]]
+    controls = [x for x in r["rows"] if x["control"]]
+    ours = (f"{len(twins)} twins (c ∈ {sorted({x['c'] for x in twins})}, momentum 0 and 0.9): logits within "
+            f"{max(x['logits_rel'] for x in twins):.1e}, weights within {max(x['weights_rel'] for x in twins):.1e}; "
+            f"controls off by ≥ {min(x['logits_rel'] for x in controls):.2f} ({r['setup']})")
+    return dict(section=section, claim=claim, paper=paper, ours=ours, criterion=r["criterion"], verdict=r["verdict"],
+                source="scale_invariance/result.json")
+
+
 def paper_report(results: Path) -> str:
     results = Path(results)
-    rows = [dict(section=s, claim=c, paper=p, ours=o, criterion="–", verdict=NOT_RUN) for s, c, p, o in NOT_MEASURED]
+    rows = [_section1_row(results)]
+    rows += [dict(section=s, claim=c, paper=p, ours=o, criterion="–", verdict=NOT_RUN) for s, c, p, o in NOT_MEASURED]
     figures, reported = [], set()
     experiments = [load_experiment(name) for name in experiment_names()]
     homes = {exp.name: experiment_dirs(exp) for exp in experiments}
