@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import math
+
 import torch
 
 from normmatters.norms import build_norm
@@ -126,3 +128,39 @@ def test_resolve_dtype():
         build_norm("l1", 3, stats_dtype="int8")
     with pytest.raises(ValueError, match=r"accum_mode='kahan' is not valid; valid: pairwise_mean, pairwise_sum"):
         build_norm("l1", 3, accum_mode="kahan")
+
+
+def test_float8_statistics_round_every_step_to_the_format():
+    """L1 BN with float8 (e4m3fn) statistics and float32 accumulation: x, μ, d = x − μ, the mean |d| and
+    C·mean|d| each rounded to e4m3 (written out here with PyTorch's own float8 conversion)."""
+    from normmatters.norms import build_norm
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 2, 3, 3) * 3
+    layer = build_norm("l1", 2, stats_dtype="float8_e4m3fn", accum_dtype="float32", affine=False, eps=0.0)
+    q = lambda t: t.to(torch.float8_e4m3fn).float()  # noqa: E731
+    xs = q(x)
+    mu = q(xs.mean((0, 2, 3), keepdim=True))
+    d = q(xs - mu)
+    stat = q(q(d.abs().mean((0, 2, 3), keepdim=True)) * math.sqrt(math.pi / 2))
+    torch.testing.assert_close(layer(x), d / stat)
+    assert not torch.allclose(layer(x), build_norm("l1", 2, affine=False, eps=0.0)(x), atol=1e-3)
+
+
+def test_which_norm_survives_float8_squares():
+    """e5m2 overflows to inf past 57344, so L2's d² does for |d| > 240 (the variance is inf and every
+    output 0) while L1's |d| does not; e4m3fn saturates at 448, so L2's variance is capped and its
+    output far too large."""
+    from normmatters.norms import build_norm
+
+    x = torch.randn(32, 1, 4, 4) * 400
+    assert torch.tensor(300.0).to(torch.float8_e5m2).float() ** 2 > 57344  # by hand: d² leaves the format
+    assert torch.isinf((torch.tensor(300.0) ** 2).to(torch.float8_e5m2).float())
+    y2 = build_norm("l2", 1, stats_dtype="float8_e5m2", accum_dtype="float32", affine=False)(x)
+    assert (y2 == 0).all()
+    y1 = build_norm("l1", 1, stats_dtype="float8_e5m2", accum_dtype="float32", affine=False)(x)
+    assert 0.7 < y1.std() < 1.3
+    y2 = build_norm("l2", 1, stats_dtype="float8_e4m3fn", accum_dtype="float32", affine=False)(x)
+    assert y2.std() > 5  # variance capped near 448 although it is ≈ 1.6e5
+    y1 = build_norm("l1", 1, stats_dtype="float8_e4m3fn", accum_dtype="float32", affine=False)(x)
+    assert 0.7 < y1.std() < 1.3

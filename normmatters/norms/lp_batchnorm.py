@@ -34,7 +34,8 @@ from torch import Tensor
 
 from .constants import C_L1, DEFAULT_TOPK, NORM_KINDS, SCALE_KINDS, c_linf, check_kind
 from .fused import fused_lp_batch_norm
-from .precision import channel_mean, channel_rows, check_accum_mode, is_narrow, narrow_mean_rows, resolve_dtype
+from .precision import (FLOAT8, channel_mean, channel_rows, check_accum_mode, compute_dtype, is_narrow, narrow_mean_rows,
+                        resolve_dtype, rounder)
 
 _FUSED_DEFAULT = True
 # l2's variance: mean((x − μ)²) (two_pass), or E[x²] − E[x]² (one_pass, what fast kernels compute;
@@ -212,33 +213,34 @@ class LpBatchNorm(nn.Module):
         """The equations of the module docstring, written out (also the torch.compile path)."""
         red = (0,) + tuple(range(2, x.dim()))
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        xs = x.to(sdt)
-        mu = channel_mean(xs, red, acc, self.accum_mode)
-        d = xs - mu
+        q, sdt = rounder(sdt), compute_dtype(sdt)  # 8-bit floats: float32 arithmetic, each step rounded
+        xs = q(x.to(sdt))
+        mu = q(channel_mean(xs, red, acc, self.accum_mode))
+        d = q(xs - mu)
         stat = None
         if self.kind == "mean":
             y = d if self.bias is None else d + self.bias.to(sdt).view(shape)
             return y.to(x.dtype), mu.view(-1), stat
         if self.kind == "l2":
             if self.variance == "one_pass":
-                stat = channel_mean(xs * xs, red, acc, self.accum_mode) - mu * mu
+                stat = q(q(channel_mean(q(xs * xs), red, acc, self.accum_mode)) - q(mu * mu))
             else:
-                stat = channel_mean(d * d, red, acc, self.accum_mode)  # biased batch variance
+                stat = q(channel_mean(q(d * d), red, acc, self.accum_mode))  # biased batch variance
             y = d * torch.rsqrt(stat + self.eps)
         else:
             a = d.abs()
             if self.kind == "l1":
-                stat = channel_mean(a, red, acc, self.accum_mode)
+                stat = q(channel_mean(a, red, acc, self.accum_mode))
             elif self.kind == "linf":
                 stat = a.amax(red, keepdim=True)
             else:
                 top = channel_rows(a).topk(self.k, dim=1).values
                 top = narrow_mean_rows(top, acc, self.accum_mode) if is_narrow(acc) else top.mean(1, dtype=acc)
-                stat = top.to(sdt).view(shape)
+                stat = q(top.to(sdt)).view(shape)
                 if self.ghost_beta is not None and self.training:
                     stat = self._ghost(stat, n)
             if self.ghost_beta is None or self.kind != "topk" or not self.training:
-                stat = stat * self._constant(n)
+                stat = q(stat * self._constant(n))
             y = d / (stat + self.eps)
         if self.weight is not None:
             y = y * self.weight.to(sdt).view(shape)
@@ -256,6 +258,8 @@ class LpBatchNorm(nn.Module):
 
     def _eval_forward(self, x: Tensor, sdt) -> Tensor:
         shape = (1, -1) + (1,) * (x.dim() - 2)
+        if sdt in FLOAT8:  # evaluation: the running statistics in float32 on inputs rounded to the format
+            x, sdt = rounder(sdt)(x.float()), torch.float32
         mean = self.running_mean
         if self.kind == "mean":
             shift = -mean if self.bias is None else self.bias - mean

@@ -36,8 +36,13 @@ _DTYPES = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
     "float64": torch.float64, "fp64": torch.float64, "double": torch.float64,
+    "float8_e4m3fn": torch.float8_e4m3fn, "e4m3": torch.float8_e4m3fn,
+    "float8_e5m2": torch.float8_e5m2, "e5m2": torch.float8_e5m2,
 }
-NARROW_DTYPES = (torch.float16, torch.bfloat16)
+# 8-bit floats have no CPU arithmetic: they are emulated by computing in float32 and rounding the
+# statistics' inputs, every elementwise step and every partial sum to the 8-bit format (`rounder`).
+FLOAT8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+NARROW_DTYPES = (torch.float16, torch.bfloat16, *FLOAT8)
 ACCUM_MODES = ("pairwise_mean", "pairwise_sum")
 
 
@@ -47,7 +52,7 @@ def resolve_dtype(spec, option: str = "dtype") -> torch.dtype | None:
         return spec
     if isinstance(spec, str) and spec.strip().lower() in _DTYPES:
         return _DTYPES[spec.strip().lower()]
-    valid = "float32, bfloat16, float16, float64 (or a torch dtype)"
+    valid = "float32, bfloat16, float16, float64, float8_e4m3fn, float8_e5m2 (or a torch dtype)"
     raise ValueError(f"{option}={spec!r} is not a supported dtype; valid: {valid}")
 
 
@@ -61,8 +66,23 @@ def is_narrow(dtype: torch.dtype) -> bool:
     return dtype in NARROW_DTYPES
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype arithmetic runs in: float32 for the 8-bit floats (emulated), else ``dtype`` itself."""
+    return torch.float32 if dtype in FLOAT8 else dtype
+
+
+def rounder(dtype: torch.dtype):
+    """t ↦ t rounded to ``dtype`` and back to float32 for the 8-bit floats (PyTorch's conversion:
+    round to nearest even; e4m3fn saturates at ±448, e5m2 overflows to inf); the identity otherwise."""
+    if dtype not in FLOAT8:
+        return lambda t: t
+    return lambda t: t.to(dtype).to(torch.float32)
+
+
 def narrow_mean_rows(rows: Tensor, dtype: torch.dtype, mode: str = "pairwise_mean") -> Tensor:
     """Mean along the last dim of a (C, n) tensor with every partial result rounded to `dtype`."""
+    if dtype in FLOAT8:
+        return _float8_mean_rows(rows, dtype, mode)
     rows = rows.to(dtype)
     n = rows.shape[-1]
     size = 1 << max(n - 1, 0).bit_length()  # next power of two ≥ n
@@ -77,6 +97,24 @@ def narrow_mean_rows(rows: Tensor, dtype: torch.dtype, mode: str = "pairwise_mea
     if mode == "pairwise_mean":
         return root if size == n else root * (size / n)
     return root / n
+
+
+def _float8_mean_rows(rows: Tensor, dtype: torch.dtype, mode: str) -> Tensor:
+    """narrow_mean_rows for an 8-bit float: the same tree, each op in float32 and rounded to ``dtype``."""
+    q = rounder(dtype)
+    rows = q(rows.float())
+    n = rows.shape[-1]
+    size = 1 << max(n - 1, 0).bit_length()
+    if size != n:
+        rows = torch.nn.functional.pad(rows, (0, size - n))
+    while rows.shape[-1] > 1:
+        h = rows.shape[-1] // 2
+        a, b = rows[..., :h], rows[..., h:]
+        rows = q(q(a * 0.5) + q(b * 0.5)) if mode == "pairwise_mean" else q(a + b)
+    root = rows[..., 0]
+    if mode == "pairwise_mean":
+        return root if size == n else q(root * (size / n))
+    return q(root / n)
 
 
 def channel_rows(t: Tensor) -> Tensor:
