@@ -33,7 +33,7 @@ train: setup
 # every CIFAR experiment (PAPER.md §2, §3-5), then their figures and REPORT.md; paper profile with CUDA,
 # cpu otherwise (ARGS="--profile cpu --seeds 0-3 --dry-run ..." to choose)
 reproduce-cifar: setup
-	$(PY) scripts/reproduce.py --experiment wd_vgg11,norms_cifar $(ARGS)
+	$(PY) scripts/reproduce.py --experiment wd_vgg11,norms_cifar,half_precision_probe,float_formats $(ARGS)
 
 figures: setup
 	$(PY) scripts/plot.py $(ARGS)
