@@ -8,7 +8,7 @@ points, over the seeds where both runs are done (finished or diverged). A diverg
 chance error, 100·(1 − 1/classes), from the epoch it diverged on.
 
 Metrics: ``final_error`` (after the last epoch), ``early_error`` (mean over epochs 1..first LR
-milestone of the ``against`` run's config), ``failure`` (a seed fails when its run diverged or its
+milestone of each run's own config), ``failure`` (a seed fails when its run diverged or its
 final error is at least FAIL_POINTS above ``against``'s).
 
 Verdicts, on n ≥ MIN_SEEDS paired seeds (else NOT RUN), CI = 95 % t-interval of the mean gap:
