@@ -123,7 +123,7 @@ def write_claims_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) 
         panel = {exp.arms[n].label: by_name[n] for n in names if n in by_name}
         if not panel:
             continue
-        fig = plot_error_curves(panel, title=f"{exp.description}: {figure.replace('_', ' ')}")
+        fig = plot_error_curves(panel, title=f"{figure.replace('_', ' ')} ({exp.name}, {out_dir.name})")
         for fmt in ("png", "pdf"):
             path = out_dir / f"{figure}.{fmt}"
             atomic_write_bytes(path, lambda p, f=fmt: fig.savefig(p, dpi=150, format=f, metadata=STABLE.get(f)))

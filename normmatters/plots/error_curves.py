@@ -30,7 +30,7 @@ def plot_error_curves(arms: Mapping[str, Iterable[Path]], title: str = "") -> pl
         done = [d for d in dirs if runs.status(d) == "finished"]
         if done:
             table = pd.concat({d.name: _error(d) for d in done}, axis=1)
-            ax.plot(table.index, table.mean(axis=1), color=color, lw=1.8, label=f"{label} ({len(done)} seeds)")
+            ax.plot(table.index, table.mean(axis=1), color=color, lw=1.8, label=f"{label} ({len(done)} seed{'s' if len(done) > 1 else ''})")
             if len(done) > 1:
                 ax.fill_between(table.index, table.min(axis=1), table.max(axis=1), color=color, alpha=0.18, lw=0)
         for d in (d for d in dirs if runs.status(d) == "diverged"):
@@ -43,6 +43,7 @@ def plot_error_curves(arms: Mapping[str, Iterable[Path]], title: str = "") -> pl
                     label=f"{label}, seed {seed}: diverged after epoch {int(error.index.max())}")
             ax.plot([error.index[-1]], [error.iloc[-1]], marker="x", color=color, ms=7)
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("test error (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
