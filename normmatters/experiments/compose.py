@@ -20,11 +20,18 @@ def compose_train(overrides):
             raise ValueError(" ".join(str(err).split())) from None
 
 
+_DIRS: dict[Path, set[str]] = {}
+
+
 def experiment_dirs(exp) -> set[str]:
-    """The names of the directories (under an out_root) that hold ``exp``'s runs, one per profile."""
+    """The names of the directories (under an out_root) that hold ``exp``'s runs, one per profile
+    (composed once per experiment file and process)."""
+    if exp.path in _DIRS:
+        return _DIRS[exp.path]
     names = set()
     for profile in PROFILES:
         arm = exp.arms[exp.default_arms[0]]
         cfg = compose_train([*arm.overrides, *exp.overrides, f"profile={profile}", *exp.profile_overrides.get(profile, ())])
         names.add(str(cfg.name))
+    _DIRS[exp.path] = names
     return names

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -28,12 +28,12 @@ class Job:
     seed: int
     cfg: object
     overrides: tuple[str, ...] = ()  # what scripts/train.py would be given for the same run
+    run_dir: Path = field(init=False)
 
-    @property
-    def run_dir(self) -> Path:
+    def __post_init__(self):  # named once: the hash resolves the whole config
         from omegaconf import OmegaConf
 
-        return runs.run_dir_for(OmegaConf.to_container(self.cfg, resolve=True))
+        self.run_dir = runs.run_dir_for(OmegaConf.to_container(self.cfg, resolve=True))
 
 
 def plan(exp: Experiment, compose: Callable, profile: str, seeds: list[int], arms: list[str] | None = None,
