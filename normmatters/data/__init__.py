@@ -67,11 +67,13 @@ class DataBundle:
     classes: list[str] = field(default_factory=list)
 
 
-def build_data(cfg, device: torch.device, seed: int, progress: bool = True) -> DataBundle:
+def build_data(cfg, device: torch.device, seed: int, progress: bool = True, rank: int = 0,
+               world: int = 1) -> DataBundle:
     """Build train/test loaders for ``cfg`` (see ``configs/data/*.yaml``) on ``device``.
 
     ``seed`` drives the shuffling and augmentation (batches depend only on ``(seed, epoch)``);
     the training subset depends only on ``cfg.subset_seed``, so all arms of an experiment share it.
+    With ``world`` > 1 processes, the loaders yield rank ``rank``'s share (``loaders`` module).
     """
     c = check_config(cfg)
     device = torch.device(device)
@@ -80,7 +82,7 @@ def build_data(cfg, device: torch.device, seed: int, progress: bool = True) -> D
     def validate(classes, counts):  # runs after the listing, before any decoding
         check_subset_size(c, counts["train"], where)
 
-    common = dict(device=device, seed=seed, channels_last=c.channels_last)
+    common = dict(device=device, seed=seed, channels_last=c.channels_last, rank=rank, world=world)
     if c.name == "imagenet":
         ds = load_imagenet(c.path, c.cache_dir, num_classes=c.num_classes, augment=c.augment, progress=progress,
                            validate=validate)

@@ -12,6 +12,11 @@ torchvision's ``RandomCrop(32, padding=4)``) and horizontal flips -- is drawn on
 generator seeded by ``(seed, epoch)``. The batches therefore depend on nothing else (not the
 device, not earlier epochs), so a run resumed at an epoch boundary sees exactly the batches of
 the uninterrupted run, and the first two loaders yield identical batches.
+
+Under data parallelism (``rank``, ``world``) the plan is the same on every rank and ``batch_size`` is
+the global batch: in training rank r reads the r-th of ``world`` equal slices of each global batch
+(the ranks' batches together are exactly the one-process batch); in evaluation whole batches go
+round-robin to the ranks.
 """
 
 from __future__ import annotations
@@ -39,6 +44,13 @@ class EpochPlan:
     dx: torch.Tensor | None
     flip: torch.Tensor | None  # (N,) bool
 
+    def take(self, pos: torch.Tensor | None) -> "EpochPlan":
+        """The plan of the positions ``pos`` only (one rank's share)."""
+        if pos is None:
+            return self
+        pick = lambda t: None if t is None else t[pos]  # noqa: E731
+        return EpochPlan(order=self.order[pos], dy=pick(self.dy), dx=pick(self.dx), flip=pick(self.flip))
+
 
 def epoch_plan(n: int, seed: int, epoch: int, *, shuffle: bool, augment: bool, pad: int = 4) -> EpochPlan:
     """Draw order, crop offsets and flips of one epoch on the CPU (device independent)."""
@@ -64,7 +76,7 @@ class Loader:
 
     def __init__(self, num_samples: int, *, batch_size: int, device: torch.device | str, train: bool,
                  shuffle: bool | None = None, drop_last: bool | None = None, seed: int = 0,
-                 channels_last: bool = False):
+                 channels_last: bool = False, rank: int = 0, world: int = 1):
         if int(batch_size) <= 0:
             raise ValueError(f"batch_size={batch_size} must be a positive integer")
         self.num_samples = int(num_samples)
@@ -76,11 +88,36 @@ class Loader:
         self.seed = int(seed)
         self.channels_last = bool(channels_last)
         self._iter_epoch = 0
+        self.rank, self.world = int(rank), int(world)
+        self.rank_batch = self.batch_size  # what one rank's batch holds (at most)
+        if self.world > 1 and self.train:
+            if self.batch_size % self.world or not self.drop_last:
+                raise ValueError(f"batch_size={batch_size} (the global batch) with drop_last={self.drop_last} cannot be "
+                                 f"split over {self.world} processes; valid: a multiple of {self.world} and drop_last=true")
+            self.rank_batch = self.batch_size // self.world
 
-    def __len__(self) -> int:
+    def _global_batches(self) -> int:
         if self.drop_last:
             return self.num_samples // self.batch_size
         return math.ceil(self.num_samples / self.batch_size)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        if self.world == 1 or self.train:
+            return self._global_batches()
+        return len(range(self.rank, self._global_batches(), self.world))
+
+    def positions(self) -> torch.Tensor | None:
+        """The positions of an epoch's order that this rank reads, in order (None: all of them)."""
+        if self.world == 1:
+            return None
+        b, B = self.rank_batch, self.batch_size
+        if self.train:
+            starts = torch.arange(self._global_batches()) * B + self.rank * b
+            return (starts[:, None] + torch.arange(b)).reshape(-1)
+        batches = range(self.rank, self._global_batches(), self.world)
+        empty = torch.zeros(0, dtype=torch.int64)
+        return torch.cat([empty] + [torch.arange(i * B, min((i + 1) * B, self.num_samples)) for i in batches])
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # pragma: no cover
         raise NotImplementedError
@@ -151,13 +188,13 @@ class DeviceLoader(Loader):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, device: torch.device | str,
                  mean: Sequence[float], std: Sequence[float], train: bool, augment: bool = True,
                  shuffle: bool | None = None, drop_last: bool | None = None, seed: int = 0, pad: int = 4,
-                 channels_last: bool = False, dtype: torch.dtype = torch.float32):
+                 channels_last: bool = False, dtype: torch.dtype = torch.float32, rank: int = 0, world: int = 1):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be an N x C x H x W uint8 tensor, got {tuple(images.shape)} {images.dtype}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         super().__init__(len(images), batch_size=batch_size, device=device, train=train, shuffle=shuffle,
-                         drop_last=drop_last, seed=seed, channels_last=channels_last)
+                         drop_last=drop_last, seed=seed, channels_last=channels_last, rank=rank, world=world)
         self.augment = bool(augment) and self.train
         self.pad = int(pad)
         self.dtype = dtype
@@ -170,12 +207,12 @@ class DeviceLoader(Loader):
         return epoch_plan(self.num_samples, self.seed, epoch, shuffle=self.shuffle, augment=self.augment, pad=self.pad)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        p = self.plan(epoch)
+        p = self.plan(epoch).take(self.positions())
         order = p.order.to(self.device, non_blocking=True)
         if p.dy is not None:
             dy, dx, flip = (t.to(self.device, non_blocking=True) for t in (p.dy, p.dx, p.flip))
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        bs = self.batch_size
+        bs = self.rank_batch
         for i in range(len(self)):
             sl = slice(i * bs, (i + 1) * bs)
             idx = order[sl]
@@ -198,7 +235,7 @@ class _PlanSampler(Sampler):
         self.plan: EpochPlan | None = None
 
     def __len__(self) -> int:
-        return self.n
+        return self.n if self.plan is None else len(self.plan.order)
 
     def __iter__(self):
         p = self.plan
@@ -239,18 +276,19 @@ class TensorDataLoader(Loader):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, device: torch.device | str,
                  mean: Sequence[float], std: Sequence[float], train: bool, augment: bool = True,
                  shuffle: bool | None = None, drop_last: bool | None = None, seed: int = 0, pad: int = 4,
-                 channels_last: bool = False, num_workers: int = 0, pin_memory: bool | None = None):
+                 channels_last: bool = False, num_workers: int = 0, pin_memory: bool | None = None,
+                 rank: int = 0, world: int = 1):
         super().__init__(len(images), batch_size=batch_size, device=device, train=train, shuffle=shuffle,
-                         drop_last=drop_last, seed=seed, channels_last=channels_last)
+                         drop_last=drop_last, seed=seed, channels_last=channels_last, rank=rank, world=world)
         self.augment = bool(augment) and self.train
         self.pad = int(pad)
         self.dataset = _AugmentedTensorDataset(images.cpu(), labels.cpu(), mean, std, self.pad)
         self.sampler = _PlanSampler(self.num_samples)
         self.loader = DataLoader(
             self.dataset,
-            batch_size=self.batch_size,
+            batch_size=self.rank_batch,
             sampler=self.sampler,
-            drop_last=self.drop_last,
+            drop_last=self.drop_last and self.world == 1,  # a rank's positions are whole batches
             num_workers=int(num_workers),
             pin_memory=self.device.type == "cuda" if pin_memory is None else bool(pin_memory),
             persistent_workers=int(num_workers) > 0,
@@ -260,7 +298,7 @@ class TensorDataLoader(Loader):
         return epoch_plan(self.num_samples, self.seed, epoch, shuffle=self.shuffle, augment=self.augment, pad=self.pad)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.sampler.plan = self.plan(epoch)
+        self.sampler.plan = self.plan(epoch).take(self.positions())
         for x, y in self.loader:
             yield self._to_device(x, y)
 
@@ -268,16 +306,18 @@ class TensorDataLoader(Loader):
 class FolderDataLoader(Loader):
     """A map-style dataset returning ``(tensor, label)`` (e.g. ``ImageFolder``) through a DataLoader.
 
-    Shuffling and the workers' RNG seeds come from a generator seeded by ``(seed, epoch)``, so with
+    The order and the workers' RNG seeds come from a generator seeded by ``(seed, epoch)``, so with
     ``num_workers > 0`` an epoch is reproducible on its own; with ``num_workers == 0`` the
     transforms draw from the global torch RNG.
     """
 
     def __init__(self, dataset: Dataset, *, batch_size: int, device: torch.device | str, train: bool,
                  shuffle: bool | None = None, drop_last: bool | None = None, seed: int = 0,
-                 channels_last: bool = False, num_workers: int = 0, pin_memory: bool | None = None):
+                 channels_last: bool = False, num_workers: int = 0, pin_memory: bool | None = None,
+                 rank: int = 0, world: int = 1):
         super().__init__(len(dataset), batch_size=batch_size, device=device, train=train,  # type: ignore[arg-type]
-                         shuffle=shuffle, drop_last=drop_last, seed=seed, channels_last=channels_last)
+                         shuffle=shuffle, drop_last=drop_last, seed=seed, channels_last=channels_last,
+                         rank=rank, world=world)
         self.dataset = dataset
         self.num_workers = int(num_workers)
         self.pin_memory = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
@@ -285,8 +325,10 @@ class FolderDataLoader(Loader):
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g = torch.Generator()
         g.manual_seed(derive_seed(self.seed, epoch, "dataloader"))
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=self.shuffle, drop_last=self.drop_last,
-                            num_workers=self.num_workers, pin_memory=self.pin_memory,
-                            generator=g)  # the shuffle order and the workers' base seed
+        order = torch.randperm(self.num_samples, generator=g) if self.shuffle else torch.arange(self.num_samples)
+        pos = self.positions()  # the same order on every rank, each reading its positions of it
+        loader = DataLoader(self.dataset, batch_size=self.rank_batch, sampler=(order if pos is None else order[pos]).tolist(),
+                            drop_last=self.drop_last and self.world == 1, num_workers=self.num_workers,
+                            pin_memory=self.pin_memory, generator=g)  # g: also the workers' base seed
         for x, y in loader:
             yield self._to_device(x, y)

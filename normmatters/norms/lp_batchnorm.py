@@ -172,13 +172,18 @@ class LpBatchNorm(nn.Module):
         return x.numel() // self.num_features
 
     # ----------------------------------------------------------------- forward
-    def forward(self, x: Tensor) -> Tensor:
-        n = self._check_input(x)
+    def _count_batch(self) -> float:
+        """Count a training batch; the weight of its statistics in the running ones."""
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked)
+        return factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = self._check_input(x)
+        factor = self._count_batch()
         use_batch = self.training or self.running_mean is None
         sdt, acc = self._dtypes(x)
         # Without precision options, PyTorch's own kernels are fine (float32 statistics for

@@ -13,10 +13,13 @@ ROW_TABLES = runs.TABLES
 
 
 class RunLogger:
-    def __init__(self, run_dir: Path, wandb_cfg, run_name: str, group: str, config: dict):
+    """write=False (every rank but 0 of a data-parallel run): keeps the rows, writes nothing."""
+
+    def __init__(self, run_dir: Path, wandb_cfg, run_name: str, group: str, config: dict, write: bool = True):
         self.run_dir = Path(run_dir)
+        self.write = write
         self.rows: dict[str, list[dict]] = {name: [] for name in ROW_TABLES}
-        self.wandb = self._start_wandb(wandb_cfg, run_name, group, config)
+        self.wandb = self._start_wandb(wandb_cfg, run_name, group, config) if write else None
 
     def _start_wandb(self, wandb_cfg, run_name, group, config):
         if wandb_cfg.mode == "disabled":
@@ -60,6 +63,8 @@ class RunLogger:
             self.wandb.log({f"epoch/{k}": v for k, v in row.items()}, step=step)
 
     def flush(self) -> None:
+        if not self.write:
+            return
         for name, rows in self.rows.items():
             if rows:
                 runs.write_table(self.run_dir, name, pd.DataFrame(rows))

@@ -23,7 +23,8 @@ from normmatters.dynamics import AngleProbe, channel_norm_rows, layer_rows, scal
 from normmatters.norms import check_norm_inputs
 from normmatters.norms.precision_probe import PrecisionProbe
 from normmatters.optim import build_optimizer, build_scheduler, build_step_hooks
-from normmatters.train import checkpoint
+from normmatters.norms.sync_batchnorm import convert_sync
+from normmatters.train import checkpoint, distributed
 from normmatters.train.build import autocast_dtype, model_from_config, optim_config, pick_device
 from normmatters.train.logger import RunLogger
 from normmatters.train.signals import RunInterrupted, StopOnSignal
@@ -46,6 +47,8 @@ class Run:
     device: torch.device
     weights: dict = field(default_factory=dict)
     step: int = 0
+    ranks: distributed.Ranks = distributed.SINGLE
+    eval_forward: object = None  # the forward of evaluation (never DDP: ranks evaluate unequal shares)
     precision_probe: PrecisionProbe | None = None  # train.log_precision: half-precision hazards per layer
 
     def autocast(self):
@@ -72,23 +75,34 @@ def train(cfg) -> dict:
     an exception marks it `failed` and propagates.
     """
     validate(cfg)
+    ranks = distributed.from_env()
     config = _plain_config(cfg)
+    if ranks.parallel:  # per-device statistics make it another run than one process's
+        config["world_size"] = ranks.world
     run_dir = runs.run_dir_for(config)
     config["run_dir"] = str(run_dir)
-    print(f"run directory: {run_dir}", flush=True)
+    if ranks.main:
+        print(f"run directory: {run_dir}" + (f" ({ranks.world} processes)" if ranks.parallel else ""), flush=True)
     done = runs.existing_result(run_dir, config)
     if done is not None:
         print(f"{run_dir} is already {done['status']}; not re-running it", file=sys.stderr)
         return {**done, "run_dir": str(run_dir)}
     state = checkpoint.load(run_dir)  # a corrupt checkpoint stops us before anything is written
-    run = _setup(cfg, run_dir, config, fresh=state is None)
-    with StopOnSignal() as stop:
-        try:
-            return {**_epochs(run, state, stop), "run_dir": str(run_dir)}
-        except Exception as err:
-            reason = str(err).splitlines()[0] if str(err) else ""
-            runs.write_meta(run_dir, status="failed", error=f"{type(err).__name__}: {reason}"[:300])
-            raise
+    device = distributed.device_for(ranks, pick_device(cfg.device))
+    distributed.start(ranks, device)
+    try:
+        distributed.barrier(ranks)  # every rank has read the run dir before rank 0 writes to it
+        run = _setup(cfg, run_dir, config, fresh=state is None, ranks=ranks, device=device)
+        with StopOnSignal() as stop:
+            try:
+                return {**_epochs(run, state, stop), "run_dir": str(run_dir)}
+            except Exception as err:
+                if ranks.main:
+                    reason = str(err).splitlines()[0] if str(err) else ""
+                    runs.write_meta(run_dir, status="failed", error=f"{type(err).__name__}: {reason}"[:300])
+                raise
+    finally:
+        distributed.stop()
 
 
 def _epochs(run: Run, state: dict | None, stop: StopOnSignal) -> dict:
@@ -96,23 +110,25 @@ def _epochs(run: Run, state: dict | None, stop: StopOnSignal) -> dict:
     start = 1
     if state is not None:
         start = _restore(run, state) + 1
-        print(f"resuming {run.logger.run_dir} after epoch {start - 1}", file=sys.stderr)
-    else:
+        if run.ranks.main:
+            print(f"resuming {run.logger.run_dir} after epoch {start - 1}", file=sys.stderr)
+    elif run.ranks.main:
         run.logger.add("channels", channel_norm_rows(run.weights, epoch=0, step=0))
     for epoch in range(start, cfg.train.epochs + 1):
         row = _train_epoch(run, epoch, stop)
-        if stop.requested:
-            _interrupt(run, epoch, stop.signum)
+        if distributed.any_(stop.requested, run.ranks, run.device):  # every rank stops at the same step
+            _interrupt(run, epoch, stop.signum or signal.SIGTERM)
         if row is None:
             return _stop(run, "diverged", epoch)
         row.update(_evaluate(run))
-        run.logger.add("channels", channel_norm_rows(run.weights, epoch=epoch, step=run.step))
-        run.logger.log_epoch(run.step, row)
-        run.logger.flush()  # tables first: a kill before the checkpoint only repeats this epoch
-        checkpoint.save(run.logger.run_dir, _state(run, epoch))
-        print(f"epoch {epoch}/{cfg.train.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}  "
-              f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.2f}  {row['images_per_s']:.0f} img/s",
-              file=sys.stderr)
+        if run.ranks.main:
+            run.logger.add("channels", channel_norm_rows(run.weights, epoch=epoch, step=run.step))
+            run.logger.log_epoch(run.step, row)
+            run.logger.flush()  # tables first: a kill before the checkpoint only repeats this epoch
+            checkpoint.save(run.logger.run_dir, _state(run, epoch))
+            print(f"epoch {epoch}/{cfg.train.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}  "
+                  f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.2f}  {row['images_per_s']:.0f} img/s",
+                  file=sys.stderr)
     return _stop(run, "finished", cfg.train.epochs)
 
 
@@ -128,8 +144,9 @@ def _resume_command() -> str:
 
 def _interrupt(run: Run, epoch: int, signum: int) -> None:
     name = signal.Signals(signum).name
-    runs.write_meta(run.logger.run_dir, status="interrupted",
-                    interrupted={"signal": name, "epoch": epoch, "step": run.step})
+    if run.ranks.main:
+        runs.write_meta(run.logger.run_dir, status="interrupted",
+                        interrupted={"signal": name, "epoch": epoch, "step": run.step})
     run.logger.finish({"status": "interrupted", "epoch": epoch})
     message = (f"{name}: stopped during epoch {epoch} (step {run.step}); {run.logger.run_dir} is marked interrupted "
                f"and resumes after epoch {epoch - 1} with: {_resume_command()}")
@@ -155,35 +172,48 @@ def _commits(run_dir: Path, fresh: bool) -> dict:
     return {"git_commit": first, **({"resumed_with": later} if later else {})}
 
 
-def _setup(cfg, run_dir: Path, config: dict, fresh: bool = True) -> Run:
-    device = pick_device(cfg.device)
+def _setup(cfg, run_dir: Path, config: dict, fresh: bool = True, ranks: distributed.Ranks = distributed.SINGLE,
+           device: torch.device | None = None) -> Run:
+    device = device or pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = model_from_config(cfg, check_data_config(cfg.data).num_classes).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    sync = bool(cfg.train.get("sync_norm")) and ranks.parallel
+    if sync:
+        model = convert_sync(model)
     ocfg = optim_config(cfg)
     optimizer = build_optimizer(model, ocfg)
     hooks = build_step_hooks(ocfg, model, optimizer)  # checks any reference run before data loads
-    data = build_data(cfg.data, device, cfg.seed, progress=cfg.train.progress)
-    check_norm_inputs(model, data.test, cfg.data.batch_size)
+    data = build_data(cfg.data, device, cfg.seed, progress=cfg.train.progress and ranks.main, rank=ranks.rank,
+                      world=ranks.world)
+    check_norm_inputs(model, data.test, cfg.data.batch_size if sync else data.train.rank_batch)
     scheduler = build_scheduler(optimizer, ocfg, len(data.train), cfg.train.epochs)
     scaling = cfg.precision.autocast == "float16" and cfg.precision.get("loss_scaling") is not False
     scaler = torch.amp.GradScaler(device.type, enabled=scaling)
+    if ranks.main:
+        _start_run_dir(cfg, run_dir, config, fresh, data, device, ranks)
+    logger = RunLogger(run_dir, cfg.wandb, cfg.run_tag, cfg.name, config, write=ranks.main)
+    compiled = torch.compile if cfg.train.compile else (lambda m: m)
+    forward = compiled(distributed.wrap(model, ranks, device))
+    watch = cfg.train.get("log_precision")
+    return Run(cfg, model, forward, optimizer, scheduler, scaler, hooks, data, logger, device,
+               weights=scale_invariant_weights(model),
+               precision_probe=PrecisionProbe(model, getattr(torch, watch)) if watch else None,
+               ranks=ranks, eval_forward=compiled(model) if ranks.parallel else forward)
+
+
+def _start_run_dir(cfg, run_dir: Path, config: dict, fresh: bool, data, device, ranks) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.remove_stale_temps(run_dir)
     if not (run_dir / runs.CONFIG).exists():
         text = OmegaConf.to_yaml(OmegaConf.create(config))
         runs.atomic_write_bytes(run_dir / runs.CONFIG, lambda p: Path(p).write_text(text))
+    parallel = {"world_size": ranks.world, "sync_norm": bool(cfg.train.get("sync_norm"))} if ranks.parallel else {}
     runs.write_meta(run_dir, status="running", **_commits(run_dir, fresh), data_label=data.label,
                     num_train=data.num_train, num_test=data.num_test, profile=cfg.get("profile_name"),
                     seed=cfg.seed, device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
-                    name=cfg.name, run_tag=cfg.run_tag)
-    logger = RunLogger(run_dir, cfg.wandb, cfg.run_tag, cfg.name, config)
-    forward = torch.compile(model) if cfg.train.compile else model
-    watch = cfg.train.get("log_precision")
-    return Run(cfg, model, forward, optimizer, scheduler, scaler, hooks, data, logger, device,
-               weights=scale_invariant_weights(model),
-               precision_probe=PrecisionProbe(model, getattr(torch, watch)) if watch else None)
+                    name=cfg.name, run_tag=cfg.run_tag, **parallel)
 
 
 def _git_commit() -> str:
@@ -212,7 +242,7 @@ def _train_epoch(run: Run, epoch: int, stop: StopOnSignal) -> dict | None:
     start = time.perf_counter()
     tty = sys.stderr.isatty()
     bar = tqdm(run.data.train.epoch(epoch), total=steps, desc=f"epoch {epoch}/{cfg.train.epochs}",
-               disable=not (cfg.train.progress and tty), leave=False, dynamic_ncols=True)
+               disable=not (cfg.train.progress and tty and run.ranks.main), leave=False, dynamic_ncols=True)
     for i, (x, y) in enumerate(bar):
         logged = (run.step + 1) % cfg.train.log_every == 0
         lr = run.scheduled_lr()
@@ -236,30 +266,31 @@ def _train_epoch(run: Run, epoch: int, stop: StopOnSignal) -> dict | None:
         run.scheduler.step()
         run.step += 1
         every = cfg.train.get("log_channels_every")
-        if every and run.step % every == 0:
+        if every and run.step % every == 0 and run.ranks.main:
             run.logger.add("channel_steps", channel_norm_rows(run.weights, epoch=epoch, step=run.step))
         batch = torch.stack([loss.detach().float() * len(y), (out.argmax(1) == y).sum().float(),
                              torch.tensor(float(len(y)), device=run.device)])
         total += batch
         window += batch
-        if logged and run.precision_probe is not None:
+        if logged and run.precision_probe is not None and run.ranks.main:
             run.logger.add("precision", run.precision_probe.rows(epoch=epoch, step=run.step))
         if logged:
             angles = probe.after()
-            w_loss, w_correct, w_seen = window.tolist()
+            w_loss, w_correct, w_seen = distributed.sum_(window, run.ranks).tolist()
             window.zero_()
             if not math.isfinite(w_loss):
                 return None
             row = {"step": run.step, "epoch": epoch, "lr": lr, "loss": w_loss / w_seen, "acc": 100 * w_correct / w_seen}
-            run.logger.log_step(run.step, row, layer_rows(run.weights, lrs, epoch, run.step, angles))
-            img_s = total[2].item() / (time.perf_counter() - start)
+            if run.ranks.main:
+                run.logger.log_step(run.step, row, layer_rows(run.weights, lrs, epoch, run.step, angles))
+            img_s = total[2].item() * run.ranks.world / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.1f}", img_s=f"{img_s:.0f}")
-            if cfg.train.progress and not tty:  # a log file gets a line per logged step, not a bar
+            if cfg.train.progress and not tty and run.ranks.main:  # a log file gets a line per logged step, not a bar
                 print(f"epoch {epoch} step {i + 1}/{steps}  loss {row['loss']:.4f} acc {row['acc']:.2f}  "
                       f"{img_s:.0f} img/s", file=sys.stderr)
-        if stop.requested:
-            return None
-    loss_sum, correct, seen = total.tolist()
+        if (logged or not run.ranks.parallel) and distributed.any_(stop.requested, run.ranks, run.device):
+            return None  # (several ranks agree at logged steps, so that all stop at the same one)
+    loss_sum, correct, seen = distributed.sum_(total, run.ranks).tolist()
     if not math.isfinite(loss_sum):
         return None
     seconds = time.perf_counter() - start
@@ -269,15 +300,17 @@ def _train_epoch(run: Run, epoch: int, stop: StopOnSignal) -> dict | None:
 
 @torch.no_grad()
 def _evaluate(run: Run) -> dict:
+    """Test loss and accuracy; several ranks each evaluate their share with rank 0's running statistics."""
+    distributed.share_buffers(run.model, run.ranks)
     run.model.eval()
     total = torch.zeros(3, device=run.device)
     for x, y in run.data.test.epoch(0):
         with run.autocast():
-            out = run.forward(x)
+            out = run.eval_forward(x)
         total += torch.stack([F.cross_entropy(out.float(), y, reduction="sum"), (out.argmax(1) == y).sum().float(),
                               torch.tensor(float(len(y)), device=run.device)])
     run.model.train()
-    loss_sum, correct, seen = total.tolist()
+    loss_sum, correct, seen = distributed.sum_(total, run.ranks).tolist()
     return {"test_loss": loss_sum / seen, "test_acc": 100 * correct / seen}
 
 
@@ -301,9 +334,10 @@ def _restore(run: Run, state: dict) -> int:
 def _stop(run: Run, status: str, epoch: int) -> dict:
     epochs = run.logger.rows["epochs"]
     final = {"status": status, "epoch": epoch, **(epochs[-1] if epochs else {}), "step": run.step}
-    if status == "diverged":
+    if status == "diverged" and run.ranks.main:
         print(f"run diverged at epoch {epoch}, step {run.step} (loss not finite); "
               f"marked diverged in {run.logger.run_dir / runs.META}", file=sys.stderr)
-    runs.write_meta(run.logger.run_dir, status=status, final=final)
+    if run.ranks.main:
+        runs.write_meta(run.logger.run_dir, status=status, final=final)
     run.logger.finish(final)
     return final
