@@ -22,8 +22,8 @@ def joblib_threads(n_jobs: int, cpus: int) -> int:
 def place_job(hydra_cfg, device: str) -> str | None:
     """Pin this job's GPU or set its thread budget; returns the line it printed (None: nothing to do)."""
     target = str(hydra_cfg.launcher.get("_target_", ""))
-    job = hydra_cfg.job.num
     if target.endswith("JoblibLauncher"):
+        job = hydra_cfg.job.num
         if device != "cpu" and torch.cuda.is_available():
             gpus = torch.cuda.device_count()
             torch.cuda.set_device(job % gpus)  # before the run builds anything on "cuda"
@@ -34,7 +34,7 @@ def place_job(hydra_cfg, device: str) -> str | None:
         threads = joblib_threads(n_jobs, cpus)
         reason = f"{cpus} cores, n_jobs={n_jobs}"
     elif "submitit" in target and hydra_cfg.launcher.get("cpus_per_task"):
-        threads = int(hydra_cfg.launcher.cpus_per_task)
+        job, threads = hydra_cfg.job.num, int(hydra_cfg.launcher.cpus_per_task)
         reason = "hydra.launcher.cpus_per_task"
     else:
         return None

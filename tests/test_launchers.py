@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import CONFIGS, REPO
 from normmatters import runs
-from normmatters.placement import joblib_threads
+from normmatters.placement import joblib_threads, place_job
 from test_train import run_script, tiny
 
 SWEEP = "optim.lr=0.1,-1,0.05"  # the middle job fails inside the job: lr=-1 does not validate
@@ -36,6 +36,43 @@ def check_sweep(out: Path) -> tuple[list[Path], Path]:
 
 def test_joblib_threads_rule():
     assert [joblib_threads(n, 8) for n in (1, 2, 3, 8, 16, -1, -2, -8)] == [8, 4, 2, 1, 1, 1, 1, 8]
+
+
+@pytest.fixture
+def compose_hydra():
+    """compose(overrides) -> the config with its hydra node, as a job sees it."""
+    from hydra import compose, initialize_config_dir
+
+    def _compose(overrides):
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+    return _compose
+
+
+def joblib_job(compose_hydra, num: int, *overrides: str):
+    """The hydra node of job ``num`` of a joblib sweep."""
+    from omegaconf import open_dict
+
+    cfg = compose_hydra(["hydra/launcher=joblib", *overrides])
+    with open_dict(cfg):
+        cfg.hydra.job.num = num
+    return cfg.hydra
+
+
+def test_joblib_job_takes_gpu_j_mod_n_and_cpu_threads_otherwise(compose_hydra, monkeypatch):
+    """The placement rule with CUDA's three calls stubbed (two fake GPUs); a real GPU sweep is below."""
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    for num in range(4):
+        place_job(joblib_job(compose_hydra, num), "auto")
+    assert chosen == [0, 1, 0, 1]
+    place_job(joblib_job(compose_hydra, 3, "hydra.launcher.n_jobs=2"), "cpu")  # device=cpu: threads, not a GPU
+    assert chosen[4:] == [max(1, joblib.cpu_count() // 2)]
+    assert place_job(compose_hydra([]).hydra, "auto") is None  # the basic launcher: nothing to place
 
 
 def test_joblib_sweep_gives_each_job_its_share_of_the_cores(tiny_cifar, tmp_path):
