@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 
+from normmatters.placement import place_job
 from normmatters.train.signals import RunInterrupted
 
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
@@ -47,9 +48,13 @@ def run_recorded(fn, *args) -> dict:
 
 def run_job(fn, cfg) -> dict:
     """One job of ``scripts/train.py``: as run_or_exit for a single run; in a multirun a failing job
-    is recorded (run_recorded) so that the sweep goes on. A signal still stops the whole sweep."""
+    is recorded (run_recorded) so that the sweep goes on. A signal still stops the whole sweep. A job
+    of a parallel sweep first takes its GPU or its share of the cores (normmatters.placement)."""
     if not _in_multirun():
         return run_or_exit(fn, cfg)
+    from hydra.core.hydra_config import HydraConfig
+
+    place_job(HydraConfig.get(), str(cfg.get("device", "auto")))
     try:
         return run_recorded(fn, cfg)
     except RunInterrupted as err:
