@@ -7,7 +7,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export HYDRA_FULL_ERROR ?= 0
 
-.PHONY: setup test bench bench-train train reproduce-cifar figures notebooks clean
+.PHONY: setup test bench bench-train bench-gpu train reproduce-cifar figures notebooks clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,11 @@ test: setup
 bench: setup
 	$(PY) -m normmatters.bench.norms $(ARGS)
 
-bench-train: setup
+bench-# the prepared GPU measurement (about 8 minutes; writes results/bench/gpu-<card>-<date>.md)
+bench-gpu: setup
+	$(PY) scripts/bench_gpu.py $(ARGS)
+
+train: setup
 	$(PY) scripts/bench_train.py $(ARGS)
 
 train: setup

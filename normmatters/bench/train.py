@@ -172,9 +172,8 @@ def time_project(overrides: list[str]) -> float:
     from normmatters import runs
     from normmatters.train import train
 
-    cfg = compose(overrides)
-    train(cfg)
-    return float(runs.read_table(cfg.run_dir, "epochs")["images_per_s"].iloc[-1])
+    result = train(compose(overrides))  # (its run directory is named by the config's hash)
+    return float(runs.read_table(result["run_dir"], "epochs")["images_per_s"].iloc[-1])
 
 
 def time_logging_extras(overrides: list[str], repeats: int = 5) -> float:
@@ -191,7 +190,10 @@ def time_logging_extras(overrides: list[str], repeats: int = 5) -> float:
     model = model_from_config(cfg, 10).to(device)
     optimizer = build_optimizer(model, optim_config(cfg))
     weights = scale_invariant_weights(model)
-    logger = RunLogger(Path(cfg.run_dir), cfg.wandb, cfg.run_tag, cfg.name, OmegaConf.to_container(cfg))
+    from normmatters import runs
+
+    run_dir = runs.run_dir_for(OmegaConf.to_container(cfg, resolve=True))
+    logger = RunLogger(run_dir, cfg.wandb, cfg.run_tag, cfg.name, OmegaConf.to_container(cfg))
     probe = AngleProbe(weights)
     window = torch.ones(3, device=device)
     times = []

@@ -18,6 +18,15 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def device_settings(device: torch.device) -> dict:
+    """Process-wide settings of the fast path on this device; returns what meta.json records.
+    cuDNN's autotuner: training batches have one shape (drop_last), so it tunes once per layer."""
+    if device.type != "cuda":
+        return {}
+    torch.backends.cudnn.benchmark = True
+    return {"cudnn_benchmark": True}
+
+
 def norm_options(cfg) -> dict:
     """The norm group's options plus the precision group's statistics/accumulator dtypes."""
     options = dict(cfg.norm.options or {})

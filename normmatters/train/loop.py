@@ -25,7 +25,7 @@ from normmatters.norms.precision_probe import PrecisionProbe
 from normmatters.optim import build_optimizer, build_scheduler, build_step_hooks
 from normmatters.norms.sync_batchnorm import convert_sync
 from normmatters.train import checkpoint, distributed
-from normmatters.train.build import autocast_dtype, model_from_config, optim_config, pick_device
+from normmatters.train.build import autocast_dtype, device_settings, model_from_config, optim_config, pick_device
 from normmatters.train.logger import RunLogger
 from normmatters.train.signals import RunInterrupted, StopOnSignal
 from normmatters.train.validate import validate
@@ -191,8 +191,9 @@ def _setup(cfg, run_dir: Path, config: dict, fresh: bool = True, ranks: distribu
     scheduler = build_scheduler(optimizer, ocfg, len(data.train), cfg.train.epochs)
     scaling = cfg.precision.autocast == "float16" and cfg.precision.get("loss_scaling") is not False
     scaler = torch.amp.GradScaler(device.type, enabled=scaling)
+    settings = device_settings(device)
     if ranks.main:
-        _start_run_dir(cfg, run_dir, config, fresh, data, device, ranks)
+        _start_run_dir(cfg, run_dir, config, fresh, data, device, ranks, settings)
     logger = RunLogger(run_dir, cfg.wandb, cfg.run_tag, cfg.name, config, write=ranks.main)
     compiled = torch.compile if cfg.train.compile else (lambda m: m)
     forward = compiled(distributed.wrap(model, ranks, device))
@@ -203,7 +204,7 @@ def _setup(cfg, run_dir: Path, config: dict, fresh: bool = True, ranks: distribu
                ranks=ranks, eval_forward=compiled(model) if ranks.parallel else forward)
 
 
-def _start_run_dir(cfg, run_dir: Path, config: dict, fresh: bool, data, device, ranks) -> None:
+def _start_run_dir(cfg, run_dir: Path, config: dict, fresh: bool, data, device, ranks, settings: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.remove_stale_temps(run_dir)
     if not (run_dir / runs.CONFIG).exists():
@@ -213,7 +214,7 @@ def _start_run_dir(cfg, run_dir: Path, config: dict, fresh: bool, data, device, 
     runs.write_meta(run_dir, status="running", **_commits(run_dir, fresh), data_label=data.label,
                     num_train=data.num_train, num_test=data.num_test, profile=cfg.get("profile_name"),
                     seed=cfg.seed, device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
-                    name=cfg.name, run_tag=cfg.run_tag, **parallel)
+                    name=cfg.name, run_tag=cfg.run_tag, **settings, **parallel)
 
 
 def _git_commit() -> str:
