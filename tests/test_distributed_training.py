@@ -148,3 +148,9 @@ def test_signal_stops_every_rank_and_a_killed_rank_stops_the_job_which_resumes(b
     assert "resuming" in done.stderr
     assert yaml.safe_load(meta().read_text())["status"] == "finished"
     assert list(pd.read_parquet(meta().parent / "epochs.parquet")["epoch"]) == [1, 2, 3, 4]
+
+
+def test_a_divergence_stops_every_rank(base):
+    proc = train([*base, "norm=l1", "name=diverged", "optim.lr=1e30", "train.log_every=1"], nproc=2)
+    meta = yaml.safe_load((run_dir(proc) / "meta.json").read_text())
+    assert meta["status"] == "diverged" and meta["world_size"] == 2

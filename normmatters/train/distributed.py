@@ -61,17 +61,18 @@ def device_for(ranks: Ranks, device: torch.device) -> torch.device:
     return device
 
 
-def start(ranks: Ranks, device: torch.device) -> None:
-    """Join the process group (once per process); a no-op for one process."""
+def start(ranks: Ranks, device: torch.device) -> bool:
+    """Join the process group; True when this call made it (a caller's own group is left alone)."""
     if not ranks.parallel or dist.is_initialized():
-        return
+        return False
     backend = "nccl" if device.type == "cuda" else "gloo"
     # a rank that dies is noticed by the others' next collective; the timeout bounds a silent hang
     dist.init_process_group(backend, timeout=timedelta(minutes=10))
+    return True
 
 
-def stop() -> None:
-    if dist.is_initialized():
+def stop(started: bool) -> None:
+    if started and dist.is_initialized():
         dist.destroy_process_group()
 
 

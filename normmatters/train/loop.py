@@ -89,7 +89,7 @@ def train(cfg) -> dict:
         return {**done, "run_dir": str(run_dir)}
     state = checkpoint.load(run_dir)  # a corrupt checkpoint stops us before anything is written
     device = distributed.device_for(ranks, pick_device(cfg.device))
-    distributed.start(ranks, device)
+    started = distributed.start(ranks, device)
     try:
         distributed.barrier(ranks)  # every rank has read the run dir before rank 0 writes to it
         run = _setup(cfg, run_dir, config, fresh=state is None, ranks=ranks, device=device)
@@ -102,7 +102,7 @@ def train(cfg) -> dict:
                     runs.write_meta(run_dir, status="failed", error=f"{type(err).__name__}: {reason}"[:300])
                 raise
     finally:
-        distributed.stop()
+        distributed.stop(started)
 
 
 def _epochs(run: Run, state: dict | None, stop: StopOnSignal) -> dict:
