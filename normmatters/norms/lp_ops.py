@@ -1,11 +1,12 @@
-"""The fused batch-statistics norms as PyTorch custom ops, used in eager mode and under torch.compile.
+"""The fused batch-statistics norms: one entry point, eager autograd and torch.compile custom ops.
 
 ``lp_batch_norm_train(x, weight, bias, kind, eps, constant, k)`` → (y, mean, scale) for kinds
-"mean", "l1", "linf", "topk" (equations in ``lp_batchnorm.py``; scale = C·stat without ε). Each op
-runs the kernel ``kernels.backend`` picks for the device (C++ on CPU, Triton on CUDA, else the
-PyTorch-ops path of ``fused.py``). As custom ops with fake (meta) implementations and a registered
-autograd formula they are opaque to torch.compile: a compiled model calls the same kernels with no
-graph break. The backward op is not itself differentiable (no double backward).
+"mean", "l1", "linf", "topk" (equations in ``lp_batchnorm.py``; scale = C·stat without ε). It runs
+the kernel ``kernels.backend`` picks for the device (C++ on CPU, Triton on CUDA, else the
+PyTorch-ops path of ``fused.py``). Under torch.compile it calls the custom ops
+``normmatters::lp_bn_forward`` / ``lp_bn_backward`` (fake implementations and a registered autograd
+formula make them opaque to the compiler: no graph break, same kernels); in eager mode a plain
+autograd Function calls the same implementations. Backward is not itself differentiable.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from . import fused, kernels
 
@@ -65,12 +67,26 @@ def _run_backward(dy, xv, mu, scale, weight, aux, idx, kind, eps, constant, k, b
     return fused.backward(dy, xv, mu, scale, weight, aux, idx, kind, eps, constant, k)
 
 
-@torch.library.custom_op("normmatters::lp_bn_forward", mutates_args=())
-def lp_bn_forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], kind: str, eps: float,
-                  constant: float, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _forward(x, weight, bias, kind, eps, constant, k):
     xv, restore = _canonical(x)
     y, mu, scale, aux, idx = _run_forward(xv, weight, bias, kind, eps, constant, k, x.shape[0])
     return restore(y), mu, scale, aux, idx
+
+
+def _backward_impl(dy, x, mean, scale, weight, aux, idx, kind, eps, constant, k):
+    if x is not None and dy.stride() != x.stride():  # e.g. a broadcast gradient: the kernels want x's layout
+        dy = torch.empty_like(x).copy_(dy)
+    dy = _dense(dy)
+    dyv, restore = _canonical(dy)
+    xv = None if x is None else _canonical(x)[0]
+    dx, gw, gb = _run_backward(dyv, xv, mean, scale, weight, aux, idx, kind, eps, constant, k, dy.shape[0])
+    return restore(dx), gw, gb
+
+
+@torch.library.custom_op("normmatters::lp_bn_forward", mutates_args=())
+def lp_bn_forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], kind: str, eps: float,
+                  constant: float, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _forward(x, weight, bias, kind, eps, constant, k)
 
 
 @lp_bn_forward.register_fake
@@ -87,13 +103,8 @@ def lp_bn_backward(dy: Tensor, x: Optional[Tensor], mean: Tensor, scale: Tensor,
                    k: int) -> tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias); x is None for "mean" (its backward never reads x), dweight is empty
     without weight. dx has x's layout (dy's for "mean")."""
-    if x is not None and dy.stride() != x.stride():  # e.g. a broadcast gradient: the kernels want x's layout
-        dy = torch.empty_like(x).copy_(dy)
-    dy = _dense(dy)
-    dyv, restore = _canonical(dy)
-    xv = None if x is None else _canonical(x)[0]
-    dx, gw, gb = _run_backward(dyv, xv, mean, scale, weight, aux, idx, kind, eps, constant, k, dy.shape[0])
-    return restore(dx), (gw if gw is not None else dy.new_empty(0)), gb
+    dx, gw, gb = _backward_impl(dy, x, mean, scale, weight, aux, idx, kind, eps, constant, k)
+    return dx, (gw if gw is not None else dy.new_empty(0)), gb
 
 
 @lp_bn_backward.register_fake
@@ -121,9 +132,25 @@ def _backward(ctx, dy, _dmu, _ds, _daux, _didx):
 lp_bn_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
-def check_topk(k: int, n: int) -> None:
-    if k > n:
-        raise ValueError(f"k={k} is invalid for this batch: topk needs 1 <= k <= n={n} elements per channel")
+class _Eager(torch.autograd.Function):
+    """The same kernels in eager mode. The custom op's Python autograd wrapper costs ~0.1 ms per
+    call and leaves garbage that triggers full gc passes (milliseconds) in a training loop."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, kind, eps, constant, k):
+        y, mu, scale, aux, idx = _forward(x, weight, bias, kind, eps, constant, k)
+        ctx.save_for_backward(None if kind == "mean" else x, mu, scale, weight, aux, idx)
+        ctx.options = (kind, eps, constant, k)
+        ctx.mark_non_differentiable(mu, scale)
+        return y, mu, scale
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, _dmu, _ds):
+        x, mu, scale, weight, aux, idx = ctx.saved_tensors
+        dx, gw, gb = _backward_impl(dy, x, mu, scale, weight, aux, idx, *ctx.options)
+        gw = gw if ctx.needs_input_grad[1] else None
+        return dx, gw, (gb if ctx.needs_input_grad[2] else None), None, None, None, None
 
 
 def lp_batch_norm_train(x: Tensor, weight, bias, kind: str, eps: float, constant: float, k: int = 1):
@@ -133,8 +160,10 @@ def lp_batch_norm_train(x: Tensor, weight, bias, kind: str, eps: float, constant
         raise ValueError(f"kind={kind!r} is invalid for the fused norms; valid: {', '.join(KIND_IDS)}")
     n = x.numel() // x.shape[1]
     k = 1 if kind == "linf" else int(k)
-    if kind == "topk":
-        check_topk(k, n)
+    if kind == "topk" and not 1 <= k <= n:
+        raise ValueError(f"k={k} is invalid for this batch: topk needs 1 <= k <= n={n} elements per channel")
     weight, bias = (None if t is None else t.to(x.dtype) for t in (weight, bias))
-    y, mu, scale, _, _ = lp_bn_forward(_dense(x), weight, bias, kind, float(eps), float(constant), k)
-    return y, mu, scale
+    args = (_dense(x), weight, bias, kind, float(eps), float(constant), k)
+    if torch.compiler.is_compiling():
+        return lp_bn_forward(*args)[:3]
+    return _Eager.apply(*args)

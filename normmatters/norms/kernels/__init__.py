@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-SOURCES = ("cpu_lp.cpp",)
+SOURCES = ("cpu_lp.h", "cpu_lp_forward.cpp", "cpu_lp_backward.cpp")
 _cpu_module = None
 _cpu_failed = False
 _triton = None
@@ -69,7 +69,7 @@ def cpu_module():
         from torch.utils.cpp_extension import load
 
         flags = ["-O3", "-fopenmp"] + (["-march=native"] if platform.machine() in ("x86_64", "AMD64") else ["-mcpu=native"])
-        _cpu_module = load(name="nm_cpu_lp", sources=[str(_HERE / s) for s in SOURCES], extra_cflags=flags,
+        _cpu_module = load(name="nm_cpu_lp", sources=[str(_HERE / s) for s in SOURCES if s.endswith(".cpp")], extra_cflags=flags,
                            extra_ldflags=["-fopenmp"], build_directory=str(_build_dir()), verbose=False)
     except Exception as err:  # no compiler, no ninja, a build error: never fatal
         _cpu_failed = True
