@@ -3,6 +3,8 @@
 // the top-k search in k rows per channel, then y = x·a + b, one multiply-add per element.
 #include "cpu_lp.h"
 
+#include <functional>
+
 namespace nmlp {
 namespace {
 
@@ -114,6 +116,64 @@ template <typename T> struct Forward {
     fold_sum(sp, q, C, ps + n * C);
   }
 
+  // whether any |x − μ| − lim ≥ 0 in a block (lane maxima: a plain max reduction gets gathers)
+  static bool over_limit(const T* xb, const T* mup, const T* limp, int64_t len) {
+    alignas(64) T m[kW];
+    std::fill(m, m + kW, -std::numeric_limits<T>::infinity());
+    int64_t i = 0;
+    for (; i + kW <= len; i += kW) {
+#pragma omp simd
+      for (int j = 0; j < kW; ++j) {
+        const T v = abs_of(xb[i + j] - mup[i + j]) - limp[i + j];
+        m[j] = v > m[j] ? v : m[j];
+      }
+    }
+    for (; i < len; ++i) m[0] = std::max(m[0], abs_of(xb[i] - mup[i]) - limp[i]);
+    return *std::max_element(m, m + kW) >= T(0);
+  }
+
+  // channels_last top-k: a channel's rows are strided, so instead of visiting candidate rows it
+  // streams over x once, keeping only elements with |x − μ| ≥ the k-th largest row maximum (a
+  // lower bound of the k-th largest |x − μ|): about k per channel. Hits are merged in memory order.
+  void cl_topk(const Period& q, std::vector<double>& stat) {
+    const int64_t C = g.C, k = p.k;
+    std::vector<T> lim(C, -std::numeric_limits<T>::infinity());
+    if (g.N >= k)
+      for (int64_t c = 0; c < C; ++c) {
+        std::vector<T> dev(g.N);
+        for (int64_t n = 0; n < g.N; ++n) dev[n] = std::max(rhi[n * C + c] - mu[c], mu[c] - rlo[n * C + c]);
+        std::nth_element(dev.begin(), dev.begin() + (k - 1), dev.end(), std::greater<T>());
+        lim[c] = dev[k - 1];
+      }
+    const std::vector<T> mu_v = periodic(mu, q, C), lim_v = periodic(lim.data(), q, C);
+    const T *mup = mu_v.data(), *limp = lim_v.data();
+    std::vector<std::vector<std::pair<int64_t, T>>> hits(g.N);  // (flat index, x − μ) per sample
+    at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        const int64_t o = g.at(n, 0, 0);
+        auto body = [&](int64_t off, int64_t len) {
+          const T* xb = x + off;
+          if (over_limit(xb, mup, limp, len))
+            for (int64_t j = 0; j < len; ++j)
+              if (abs_of(xb[j] - mup[j]) >= limp[j]) hits[n].push_back({off + j, xb[j] - mup[j]});
+        };
+        for (int64_t blk = 0; blk < q.blocks; ++blk) body(o + blk * q.P, q.P);
+        for (int64_t t = 0; t < q.tail; ++t) body(o + (q.blocks * q.r + t) * C, C);
+      }
+    });
+    std::vector<TopK<T>> tops(C, TopK<T>(k));
+    for (const auto& sample : hits)
+      for (const auto& h : sample) tops[h.first % C].push(h.second, h.first);
+    for (int64_t c = 0; c < C; ++c) {
+      double total = 0;
+      for (int64_t j = 0; j < k; ++j) {
+        const auto& e = tops[c].h[j];
+        total += e.v, idx[c * k + j] = e.idx, aux[c * k + j] = e.s;
+      }
+      stat[c] = total / k;
+    }
+  }
+
   void run_cl() {
     const int64_t C = g.C;
     const Period q = period(g);
@@ -135,10 +195,7 @@ template <typename T> struct Forward {
       });
       for (int64_t c = 0; c < C; ++c) stat[c] = column(part, c) / g.count(), aux[c] = T(column(part2, c) / g.count());
     } else if (topk()) {
-      at::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c)
-          stat[c] = channel_topk(x, g, c, mu[c], p.k, rlo.data(), rhi.data(), idx + c * p.k, aux + c * p.k);
-      });
+      cl_topk(q, stat);
     }
     std::vector<T> a(C), sh(C);
     for (int64_t c = 0; c < C; ++c) coefficients(c, stat[c], a[c], sh[c]);
