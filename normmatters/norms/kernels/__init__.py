@@ -1,10 +1,12 @@
 """Fused Lp batch-norm kernels: which one runs, and the CPU extension's build and fallback.
 
 - CUDA tensors: the Triton kernels (``triton_lp.py``) when Triton imports, else the Python path.
-- CPU tensors: the C++ extension (``cpu_lp.cpp``), compiled with PyTorch's own tooling on first
-  use (a few tens of seconds, once) and cached under ``$TORCH_EXTENSIONS_DIR`` or
-  ``~/.cache/normmatters/torch_extensions``. Without a compiler (or ninja), or when the build fails,
-  one warning is printed and the Python fused path (``fused.py``) runs instead.
+- CPU tensors: the C++ extension (``cpu_lp.h``, ``cpu_lp_forward.cpp``, ``cpu_lp_backward.cpp``),
+  compiled with PyTorch's own tooling (``torch.utils.cpp_extension.load``, which needs ninja) on
+  first use, about a minute, then cached under ``$TORCH_EXTENSIONS_DIR`` or
+  ``~/.cache/normmatters/torch_extensions`` in a directory named after the sources and the CPU
+  (the build uses -march=native). Without a compiler or ninja, or when the build fails, one
+  warning is printed and the Python fused path (``fused.py``) runs instead.
 
 ``NM_KERNELS=python`` forces the Python path (for comparisons); ``NM_KERNELS=native`` makes a
 missing kernel an error instead of a warning (CI of the kernels themselves).
@@ -14,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -56,21 +60,34 @@ def _build_dir() -> Path:
 def _fail(what: str, err: Exception) -> None:
     if _mode() == "native":
         raise RuntimeError(f"{what} unavailable (NM_KERNELS=native): {err}") from err
-    warnings.warn(f"normmatters: {what} unavailable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                  "using the slower Python fused path", RuntimeWarning, stacklevel=3)
+    first = str(err).splitlines()[0] if str(err) else ""
+    warnings.warn(f"normmatters: {what} unavailable ({type(err).__name__}: {first}); using the slower Python fused "
+                  "path", RuntimeWarning, stacklevel=3)
+
+
+def _find_ninja() -> None:
+    """torch runs `ninja` from PATH; pip installs it next to the interpreter, which is not on PATH
+    when a virtual environment's python is run without activating it."""
+    here = Path(sys.executable).parent
+    if shutil.which("ninja") is None and (here / "ninja").exists():
+        os.environ["PATH"] = f"{here}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 def cpu_module():
     """The compiled CPU extension, or None (Python fallback); builds once per process and cache dir."""
     global _cpu_module, _cpu_failed
-    if _cpu_module is not None or _cpu_failed or _mode() == "python":
+    if _mode() == "python":
+        return None
+    if _cpu_module is not None or _cpu_failed:
         return _cpu_module
     try:
         from torch.utils.cpp_extension import load
 
-        flags = ["-O3", "-fopenmp"] + (["-march=native"] if platform.machine() in ("x86_64", "AMD64") else ["-mcpu=native"])
-        _cpu_module = load(name="nm_cpu_lp", sources=[str(_HERE / s) for s in SOURCES if s.endswith(".cpp")], extra_cflags=flags,
-                           extra_ldflags=["-fopenmp"], build_directory=str(_build_dir()), verbose=False)
+        _find_ninja()
+        native = "-march=native" if platform.machine() in ("x86_64", "AMD64") else "-mcpu=native"
+        _cpu_module = load(name="nm_cpu_lp", sources=[str(_HERE / s) for s in SOURCES if s.endswith(".cpp")],
+                           extra_cflags=["-O3", "-fopenmp", native], extra_ldflags=["-fopenmp"],
+                           build_directory=str(_build_dir()), verbose=False)
     except Exception as err:  # no compiler, no ninja, a build error: never fatal
         _cpu_failed = True
         _fail("the C++ CPU kernels", err)
@@ -80,7 +97,9 @@ def cpu_module():
 def triton_module():
     """The Triton kernels module, or None when Triton cannot be imported."""
     global _triton, _triton_failed
-    if _triton is not None or _triton_failed or _mode() == "python":
+    if _mode() == "python":
+        return None
+    if _triton is not None or _triton_failed:
         return _triton
     try:
         from . import triton_lp
