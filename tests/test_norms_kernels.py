@@ -164,14 +164,20 @@ def test_topk_k_larger_than_n_is_an_error():
 
 
 @pytest.mark.parametrize("kind", ["l1", "topk", "mean"])
-def test_results_do_not_depend_on_thread_count(cpp, kind):
-    x = _make((8, 6, 5, 5), "channels_last")
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_results_do_not_depend_on_thread_count(cpp, kind, layout):
+    """Large enough (64 samples and channels of 8×8) for the work to be split between threads."""
+    x = _make((64, 64, 8, 8), layout).requires_grad_()
+    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(2)).contiguous(memory_format=torch.channels_last
+                                                                                    if layout == "channels_last"
+                                                                                    else torch.contiguous_format)
     outs = []
     old = torch.get_num_threads()
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            outs.append(lp_batch_norm_train(x, None, None, kind, EPS, 1.0, 3))
+            y, mu, scale = lp_batch_norm_train(x, None, None, kind, EPS, 1.0, 3)
+            outs.append((y, mu, scale) + torch.autograd.grad(y, x, dy))
     finally:
         torch.set_num_threads(old)
     for a, b in zip(*outs):

@@ -26,6 +26,10 @@ struct Geo {
   bool cl;
   int64_t at(int64_t n, int64_t c, int64_t l) const { return cl ? (n * L + l) * C + c : (n * C + c) * L + l; }
   double count() const { return double(N * L); }
+  // parallel_for grains: tasks of at least ~32K elements (PyTorch's grain); a small layer runs on
+  // one thread, where waking the others would cost more than the work.
+  int64_t channel_grain() const { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, N * L)); }
+  int64_t sample_grain() const { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, L * C)); }
 };
 
 inline Geo geometry(const at::Tensor& x, int64_t batch) {
@@ -107,6 +111,15 @@ template <typename T> inline void fold_sum(const T* acc, const Period& q, int64_
     for (int64_t t = 0; t < q.r; ++t) s += acc[t * C + c];
     out[c] = s;
   }
+}
+
+// Per-thread scratch reused across calls (slot = which buffer). Fresh heap blocks for these
+// (N, C) partial results, allocated between the full-size tensors of a training step, fragment
+// the allocator's heap and made it return and re-fault the big tensors' pages at every step.
+template <typename T> T* scratch(int slot, int64_t n) {
+  thread_local std::vector<T> pool[4];
+  if (int64_t(pool[slot].size()) < n) pool[slot].resize(n);
+  return pool[slot].data();
 }
 
 // ------------------------------------------------------------------ top-k of |x − μ| in one channel

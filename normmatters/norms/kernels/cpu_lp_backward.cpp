@@ -84,7 +84,7 @@ template <typename T> struct Backward {
   }
 
   void run_nchw() {
-    at::parallel_for(0, g.C, 1, [&](int64_t c0, int64_t c1) {
+    at::parallel_for(0, g.C, g.channel_grain(), [&](int64_t c0, int64_t c1) {
       std::vector<T> coef(p.k);
       for (int64_t c = c0; c < c1; ++c) nchw_channel(c, coef.data());
     });
@@ -135,9 +135,10 @@ template <typename T> struct Backward {
     const int64_t C = g.C;
     const Period q = period(g);
     const std::vector<T> mup = periodic(mu, q, C);
-    std::vector<T> p1(g.N * C), p2(x ? g.N * C : 0);
-    at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
-      for (int64_t n = n0; n < n1; ++n) cl_sums(n, q, mup.data(), p1.data(), p2.data());
+    T* p1 = scratch<T>(0, g.N * C);
+    T* p2 = scratch<T>(1, x ? g.N * C : 0);
+    at::parallel_for(0, g.N, g.sample_grain(), [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) cl_sums(n, q, mup.data(), p1, p2);
     });
     std::vector<T> a(C), b(C), c0(C), coef(C * p.k);
     for (int64_t c = 0; c < C; ++c) {
@@ -146,7 +147,7 @@ template <typename T> struct Backward {
       coefficients(c, sdy, sdyd, a[c], b[c], c0[c], coef.data() + c * p.k);
     }
     const std::vector<T> A = periodic(a.data(), q, C), B = periodic(b.data(), q, C), C0 = periodic(c0.data(), q, C);
-    at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
+    at::parallel_for(0, g.N, g.sample_grain(), [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) cl_dense(n, q, mup.data(), A.data(), B.data(), C0.data());
     });
     for (int64_t c = 0; c < C; ++c) scatter(c, coef.data() + c * p.k);

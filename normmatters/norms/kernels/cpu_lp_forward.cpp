@@ -14,7 +14,7 @@ template <typename T> struct Forward {
   int64_t* idx;
   Geo g;
   Params p;
-  std::vector<T> rlo, rhi;  // row extrema (N, C), top-k only
+  T *rlo = nullptr, *rhi = nullptr;  // row extrema (N, C), top-k only
 
   bool topk() const { return p.kind == kTopk; }
 
@@ -54,7 +54,7 @@ template <typename T> struct Forward {
       stat = sa.result() / g.count();
       aux[c] = T(ss.result() / g.count());
     } else if (topk()) {
-      stat = channel_topk(x, g, c, m, p.k, rlo.data(), rhi.data(), idx + c * p.k, aux + c * p.k);
+      stat = channel_topk(x, g, c, m, p.k, rlo, rhi, idx + c * p.k, aux + c * p.k);
     }
     T a, sh;
     coefficients(c, stat, a, sh);
@@ -67,7 +67,7 @@ template <typename T> struct Forward {
   }
 
   void run_nchw() {
-    at::parallel_for(0, g.C, 1, [&](int64_t c0, int64_t c1) {
+    at::parallel_for(0, g.C, g.channel_grain(), [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) nchw_channel(c);
     });
   }
@@ -132,7 +132,7 @@ template <typename T> struct Forward {
     return *std::max_element(m, m + kW) >= T(0);
   }
 
-  // channels_last top-k: a channel's rows are strided, so instead of visiting candidate rows it
+  // channels_last top-k (k > 1): a channel's rows are strided, so instead of visiting k rows it
   // streams over x once, keeping only elements with |x − μ| ≥ the k-th largest row maximum (a
   // lower bound of the k-th largest |x − μ|): about k per channel. Hits are merged in memory order.
   void cl_topk(const Period& q, std::vector<double>& stat) {
@@ -148,7 +148,7 @@ template <typename T> struct Forward {
     const std::vector<T> mu_v = periodic(mu, q, C), lim_v = periodic(lim.data(), q, C);
     const T *mup = mu_v.data(), *limp = lim_v.data();
     std::vector<std::vector<std::pair<int64_t, T>>> hits(g.N);  // (flat index, x − μ) per sample
-    at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
+    at::parallel_for(0, g.N, g.sample_grain(), [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
         const int64_t o = g.at(n, 0, 0);
         auto body = [&](int64_t off, int64_t len) {
@@ -177,11 +177,12 @@ template <typename T> struct Forward {
   void run_cl() {
     const int64_t C = g.C;
     const Period q = period(g);
-    std::vector<T> part(g.N * C), part2(p.kind == kL1 ? g.N * C : 0);
-    at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
-      for (int64_t n = n0; n < n1; ++n) topk() ? cl_sums<true>(n, q, part.data()) : cl_sums<false>(n, q, part.data());
+    T* part = scratch<T>(0, g.N * C);
+    T* part2 = scratch<T>(1, p.kind == kL1 ? g.N * C : 0);
+    at::parallel_for(0, g.N, g.sample_grain(), [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) topk() ? cl_sums<true>(n, q, part) : cl_sums<false>(n, q, part);
     });
-    auto column = [&](const std::vector<T>& v, int64_t c) {
+    auto column = [&](const T* v, int64_t c) {
       double s = 0;
       for (int64_t n = 0; n < g.N; ++n) s += v[n * C + c];
       return s;
@@ -190,10 +191,14 @@ template <typename T> struct Forward {
     std::vector<double> stat(C, 0.0);
     if (p.kind == kL1) {
       const std::vector<T> mup = periodic(mu, q, C);
-      at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
-        for (int64_t n = n0; n < n1; ++n) cl_abs(n, q, mup.data(), part.data(), part2.data());
+      at::parallel_for(0, g.N, g.sample_grain(), [&](int64_t n0, int64_t n1) {
+        for (int64_t n = n0; n < n1; ++n) cl_abs(n, q, mup.data(), part, part2);
       });
       for (int64_t c = 0; c < C; ++c) stat[c] = column(part, c) / g.count(), aux[c] = T(column(part2, c) / g.count());
+    } else if (topk() && p.k == 1) {  // L∞: the row maxima give the value; one row per channel holds it
+      at::parallel_for(0, C, g.channel_grain(), [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c) stat[c] = channel_topk(x, g, c, mu[c], 1, rlo, rhi, idx + c, aux + c);
+      });
     } else if (topk()) {
       cl_topk(q, stat);
     }
@@ -201,7 +206,7 @@ template <typename T> struct Forward {
     for (int64_t c = 0; c < C; ++c) coefficients(c, stat[c], a[c], sh[c]);
     const std::vector<T> ap = periodic(a.data(), q, C), shp = periodic(sh.data(), q, C);
     const T *A = ap.data(), *S = shp.data();
-    at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
+    at::parallel_for(0, g.N, g.sample_grain(), [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
         const int64_t o = g.at(n, 0, 0);
         auto body = [&](int64_t off, int64_t len) {
@@ -235,8 +240,8 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const c10::optional<at::Ten
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nm_lp_forward", [&] {
     Forward<scalar_t> f{x.data_ptr<scalar_t>(), opt_ptr<scalar_t>(weight), opt_ptr<scalar_t>(bias),
                         y.data_ptr<scalar_t>(), mu.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(),
-                        aux.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(), g, {kind, k, eps, constant}, {}, {}};
-    if (kind == kTopk) f.rlo.resize(g.N * g.C), f.rhi.resize(g.N * g.C);
+                        aux.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(), g, {kind, k, eps, constant}};
+    if (kind == kTopk) f.rlo = scratch<scalar_t>(2, g.N * g.C), f.rhi = scratch<scalar_t>(3, g.N * g.C);
     g.cl ? f.run_cl() : f.run_nchw();
   });
   return {y, mu, scale, aux, idx};
