@@ -39,7 +39,8 @@ def check(device: str) -> None:
                 torch.manual_seed(0)
                 fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
                 x = (torch.randn(shape) * 2 + 0.5).contiguous(memory_format=fmt)
-                ref = build_norm(kind, shape[1], fused=False, dtype=torch.float64, **({"k": 5} if kind == "topk" else {}))
+                options = {"k": 5} if kind == "topk" else {}
+                ref = build_norm(kind, shape[1], fused=False, dtype=torch.float64, **options)
                 with torch.no_grad():
                     if ref.weight is not None:
                         ref.weight.uniform_(0.5, 1.5)

@@ -34,7 +34,10 @@ def reference(x, kind, weight, bias, k, constant):
         y = d
     else:
         a = d.abs()
-        stat = a.mean(1, keepdim=True) if kind == "l1" else a.topk(1 if kind == "linf" else k, dim=1).values.mean(1, keepdim=True)
+        if kind == "l1":
+            stat = a.mean(1, keepdim=True)
+        else:
+            stat = a.topk(1 if kind == "linf" else k, dim=1).values.mean(1, keepdim=True)
         scale = constant * stat
         y = d / (scale + EPS)
         if weight is not None:

@@ -47,7 +47,8 @@ for shape in [(6, 5, 7, 3), (12, 19, 4, 5), (3, 70, 2, 3), (50, 7), (9, 5, 11)]:
                 torch.testing.assert_close(restore(y).double(), y_ref, **tol, msg=lambda m: f"y {what}: {m}")
                 torch.testing.assert_close(mu.double(), mu_ref, **tol, msg=lambda m: f"mean {what}: {m}")
                 if scale_ref is not None:
-                    torch.testing.assert_close(scale.double(), scale_ref.detach(), **tol, msg=lambda m: f"scale {what}: {m}")
+                    torch.testing.assert_close(scale.double(), scale_ref.detach(), **tol,
+                                               msg=lambda m: f"scale {what}: {m}")
                     torch.testing.assert_close(gw.double(), grads_ref[1], **tol, msg=lambda m: f"dw {what}: {m}")
                 torch.testing.assert_close(restore(dx).double(), grads_ref[0], **tol, msg=lambda m: f"dx {what}: {m}")
                 torch.testing.assert_close(gb.double(), grads_ref[2], **tol, msg=lambda m: f"db {what}: {m}")
@@ -59,7 +60,8 @@ print("cases", cases)
 def test_triton_kernels_under_the_interpreter(tmp_path):
     pytest.importorskip("triton")
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
     proc = subprocess.run([sys.executable, "-c", CHECK, str(Path(__file__).parent)], env=env, capture_output=True,
                           text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

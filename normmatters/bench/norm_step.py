@@ -78,7 +78,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but CUDA is not available")
-    print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} CPU threads, batch {args.batch}, "
+    print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} CPU threads, "
+          f"batch {args.batch}, "
           f"repeats {args.repeats}, clock {args.clock}")
     print("| model | layout | kind | L2 step ms | kind step ms | kind/L2 | ≤ 1.0 |")
     print("|---|---|---|---:|---:|---:|:---:|")

@@ -140,7 +140,8 @@ def main(argv=None) -> int:
                         row.append(f" | {t_kind * 1e3:.2f} | {t_bn * 1e3:.2f} | {ratio:.2f} | {verdict}")
                     print(f"| {tuple(shape)} | {layout} | {kind} | {mode}{''.join(row)} | {mem:.2f} |", flush=True)
     for (device, kind), oks in verdicts.items():
-        print(f"fused {kind}: {device} target ≤ {TARGETS[device][kind]}× native BN met in {sum(oks)}/{len(oks)} configurations")
+        print(f"fused {kind}: {device} target ≤ {TARGETS[device][kind]}× native BN met in {sum(oks)}/{len(oks)} "
+              "configurations")
     return 0
 
 
