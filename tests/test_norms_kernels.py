@@ -243,6 +243,14 @@ def test_build_failure_warns_once_and_falls_back(monkeypatch):
     assert "no compiler" in str(caught[0].message)
 
 
+def test_nm_kernels_environment_variable(monkeypatch):
+    monkeypatch.setenv("NM_KERNELS", "python")
+    assert kernels.backend("cpu") == "python" and kernels.backend("cuda") == "python"
+    monkeypatch.setenv("NM_KERNELS", "fast")
+    with pytest.raises(ValueError, match=r"^NM_KERNELS='fast' is invalid; valid: auto, python, native$"):
+        kernels.backend("cpu")
+
+
 # ----------------------------------------------------------------------------- torch.compile
 @pytest.mark.compile
 def test_compiled_model_calls_the_kernels_without_graph_breaks(cpp):
