@@ -83,8 +83,8 @@ def _check(x, kind, k=4, constant=1.3, affine=True, rtol=1e-4, atol=2e-5):
     refs = [t.detach().double().requires_grad_() if t is not None else None for t in (x, w, b)]
     y, mu, scale = lp_batch_norm_train(*leaves, kind, EPS, constant, k)
     y_ref, mu_ref, scale_ref = reference(refs[0], kind, refs[1], refs[2], k, constant)
-    assert y.shape == x.shape and y.stride() == (x.stride() if x.is_contiguous() or x.dim() == 2
-                                                 or x.movedim(1, -1).is_contiguous() else x.contiguous().stride())
+    kept = x.is_contiguous() or (x.dim() > 2 and x.movedim(1, -1).is_contiguous())  # else made contiguous
+    assert y.shape == x.shape and y.stride() == (x.stride() if kept else x.contiguous().stride())
     torch.testing.assert_close(y.double(), y_ref, rtol=rtol, atol=atol)
     torch.testing.assert_close(mu.double(), mu_ref.detach(), rtol=rtol, atol=atol)
     if scale_ref is not None:
@@ -124,6 +124,7 @@ def test_kernels_non_contiguous_input(backend, kind):
     base = _make((6, 4, 9, 10), "nchw")
     _check(base[:, :, ::2, 1:], kind)  # sliced: neither layout, made contiguous first
     _check(base.transpose(2, 3), kind)
+    _check(_make((7, 40), "nchw").t(), kind)  # a transposed (N, C) matrix
 
 
 def test_long_channels_accumulate_accurately(backend):

@@ -34,10 +34,10 @@ def _canonical(x: Tensor):
 
 
 def _dense(x: Tensor) -> Tensor:
-    """x itself if contiguous or channels-last contiguous, else a contiguous copy."""
-    if x.dim() > 2 and not x.is_contiguous() and not x.movedim(1, -1).is_contiguous():
-        return x.contiguous()
-    return x
+    """x itself if contiguous or (rank > 2) channels-last contiguous, else a contiguous copy."""
+    if x.is_contiguous() or (x.dim() > 2 and x.movedim(1, -1).is_contiguous()):
+        return x
+    return x.contiguous()
 
 
 def _aux_shapes(kind: str, C: int, k: int):
