@@ -3,7 +3,9 @@ subprocess before triton is imported), against the float64 references of test_no
 
 The interpreter runs every construct these kernels use (2-D tiles, masks, runtime-bounded loops,
 reductions); what it cannot check is GPU speed and GPU-only numerics (fused multiply-adds, the
-compiled reduction order), which scripts/bench_kernels_gpu.py checks on a GPU.
+compiled reduction order), which scripts/bench_kernels_gpu.py checks on a GPU. What the interpreter
+does not check either is that the kernels compile; the second test compiles every variant for an
+sm_90 GPU (PTX and cubin, with Triton's bundled ptxas), which needs no GPU.
 """
 from __future__ import annotations
 
@@ -66,3 +68,45 @@ def test_triton_kernels_under_the_interpreter(tmp_path):
                           text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "cases 80" in proc.stdout, proc.stdout
+
+
+COMPILE = r'''
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from normmatters.norms.kernels import triton_lp as T
+
+target = GPUTarget("cuda", 90, 32)
+done = 0
+for dtype, name in ((tl.float32, "fp32"), (tl.float64, "fp64")):
+    ptrs = {p: f"*{name}" for p in ("x_ptr", "y_ptr", "mu_ptr", "out_ptr")}
+    ints = {p: "i32" for p in ("R", "C", "L", "sN", "sC", "sL", "rows_per_group")}
+    consts = {p: "constexpr" for p in ("MODE", "HAS_X", "BR", "BC", "DT")}
+    for mode in (T.SUM, T.ABS, T.DY):
+        for has_x in (True, False):
+            values = {"MODE": mode, "HAS_X": has_x, "BR": 64, "BC": 16, "DT": dtype}
+            kernel = triton.compile(ASTSource(T._partials, {**ptrs, **ints, **consts}, values), target=target)
+            assert kernel.asm["cubin"]
+            done += 1
+    ptrs = {p: f"*{name}" for p in ("src_ptr", "x_ptr", "mu_ptr", "a_ptr", "b_ptr", "c_ptr", "out_ptr")}
+    sig = {**ptrs, "numel": "i32", "C": "i32", "L": "i32", "CL": "constexpr", "HAS_SIGN": "constexpr",
+           "BLOCK": "constexpr"}
+    for cl in (True, False):
+        for sign in (True, False):
+            values = {"CL": cl, "HAS_SIGN": sign, "BLOCK": 1024}
+            assert triton.compile(ASTSource(T._channel_affine, sig, values), target=target).asm["cubin"]
+            done += 1
+print("compiled", done)
+'''
+
+
+def test_triton_kernels_compile_for_a_gpu(tmp_path):
+    pytest.importorskip("triton")
+    root = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=path)
+    proc = subprocess.run([sys.executable, "-c", COMPILE], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "compiled 20" in proc.stdout, proc.stdout

@@ -16,7 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-_SUM, _ABS, _DY = 0, 1, 2  # what a partial-reduction program computes
+SUM, ABS, DY = 0, 1, 2  # what a partial-reduction program computes
+_SUM, _ABS, _DY = tl.constexpr(SUM), tl.constexpr(ABS), tl.constexpr(DY)  # the same, for use inside kernels
 _DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}  # callers cast half inputs to float32
 
 
@@ -141,7 +142,7 @@ def forward(xv, weight, bias, kind: str, eps: float, constant: float, k: int, ba
     N, C, L = geo[:3]
     n = N * L
     topk = kind in ("topk", "linf")
-    part, rows = _launch_partials(_SUM, xv, None, None, geo, min_groups=k if topk else 1)
+    part, rows = _launch_partials(SUM, xv, None, None, geo, min_groups=k if topk else 1)
     mu = (part[:, :, 0].double().sum(0) / n).to(xv.dtype)
     aux, idx = xv.new_empty(0), torch.empty(0, 0, dtype=torch.long, device=xv.device)
     scale = xv.new_zeros(C)
@@ -150,7 +151,7 @@ def forward(xv, weight, bias, kind: str, eps: float, constant: float, k: int, ba
         shift = -mu if bias is None else bias - mu
     else:
         if kind == "l1":
-            p2, _ = _launch_partials(_ABS, xv, None, mu, geo)
+            p2, _ = _launch_partials(ABS, xv, None, mu, geo)
             stat = p2[:, :, 0].double().sum(0) / n
             aux = (p2[:, :, 1].double().sum(0) / n).to(xv.dtype)
         else:
@@ -168,7 +169,7 @@ def backward(dy, xv, mu, scale, weight, aux, idx, kind: str, eps: float, constan
     geo = _geometry(dy, batch)
     N, C, L = geo[:3]
     n = N * L
-    part, _ = _launch_partials(_DY, xv if kind != "mean" else None, dy, mu, geo)
+    part, _ = _launch_partials(DY, xv if kind != "mean" else None, dy, mu, geo)
     sdy, sdyd = part[:, :, 0].double().sum(0), part[:, :, 1].double().sum(0)
     if kind == "mean":
         return _affine(dy, None, None, dy.new_ones(C), None, -sdy / n, geo), None, sdy.to(dy.dtype)
