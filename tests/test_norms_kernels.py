@@ -225,6 +225,16 @@ def test_narrow_precision_keeps_the_emulation_path(monkeypatch):
         build_norm("l1", 3)(torch.randn(4, 3, 2, 2))
 
 
+@pytest.mark.parametrize("options", [{"variance": "one_pass"}, {"stats_dtype": "float64", "accum_dtype": "float64"}])
+def test_l2_never_runs_the_kernels(options):
+    """l2 off nn.BatchNorm's path (one-pass variance, float64 statistics) runs its own equations."""
+    x = _make((6, 3, 4, 4), "nchw")
+    y = build_norm("l2", 3, affine=False, **options)(x)
+    xd = x.double()
+    mu, var = xd.mean((0, 2, 3), keepdim=True), xd.var((0, 2, 3), unbiased=False, keepdim=True)
+    torch.testing.assert_close(y.double(), (xd - mu) / torch.sqrt(var + EPS), rtol=1e-4, atol=1e-4)
+
+
 def test_build_failure_warns_once_and_falls_back(monkeypatch):
     import torch.utils.cpp_extension as ext
 

@@ -199,7 +199,7 @@ class LpBatchNorm(nn.Module):
             raise ValueError(f"k={self.k} is invalid for this batch: topk needs 1 <= k <= n={n} elements per channel")
         fused = _FUSED_DEFAULT if self.fused is None else self.fused
         ghost = self.ghost_beta is not None and self.training
-        if fused and plain_precision and not ghost:  # the kernels (lp_ops.py), eager and compiled
+        if fused and self.kind != "l2" and plain_precision and not ghost:  # the kernels (lp_ops.py)
             k = self.k if self.kind == "topk" else 1  # L∞ = top-1
             constant = self._constant(n) if self.kind in SCALE_KINDS else 1.0
             y, mu, stat = lp_batch_norm_train(x.to(sdt), self.weight, self.bias, self.kind, self.eps, constant, k)
