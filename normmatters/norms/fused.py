@@ -1,4 +1,4 @@
-"""Fused training path of the Lp batch norms: custom autograd Functions that save only the input.
+"""Fused training path of the Lp batch norms in PyTorch ops: the fallback of the compiled kernels.
 
 Differentiating the plain composite (x − μ, |·|, mean, ÷, affine) through autograd keeps several
 full-size intermediates alive until backward and allocates a new full-size tensor per op. Here
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 
 def canonical_view(x: Tensor):
@@ -156,59 +155,56 @@ def dy_sums(dy: Tensor, xv: Tensor, mu: Tensor, scratch: Tensor):
     return sdy.view(bshape), sdyd.view(bshape)
 
 
-class LpNormFunction(torch.autograd.Function):
-    """Training-mode L1 / top-k / L∞ batch norm on a canonical view; returns (y, mean, scale)."""
+def forward(xv: Tensor, weight, bias, kind: str, eps: float, constant: float, k: int, batch: int):
+    """Training-mode mean-only / L1 / top-k / L∞ norm of a canonical view, without autograd.
 
-    @staticmethod
-    def forward(ctx, xv, weight, bias, kind: str, eps: float, constant: float, k: int, batch: int):
-        bshape = _bshape(xv)
-        n = xv.numel() // xv.shape[1]
-        mu = channel_sum(xv).div_(n)
-        if kind == "l1":
-            y = torch.sub(xv, mu).abs_()  # |x − μ|, in the output buffer used as scratch
-            s = channel_sum(y).mul_(constant / n)
-            idx = sgn = None
-        else:
-            vals, idx, sgn = topk_abs_deviation(xv, mu, k, batch)
-            s = vals.mean(1).mul_(constant).view(bshape)
-            y = None
-        inv = (s + eps).reciprocal_()
-        scale = inv if weight is None else inv * weight.view(bshape)
-        shift = -mu * scale if bias is None else bias.view(bshape) - mu * scale
-        y = channel_affine(xv, scale, shift, out=y)
-        ctx.save_for_backward(xv, mu, inv, weight, idx, sgn)
-        ctx.kind, ctx.constant, ctx.k, ctx.n = kind, constant, k, n
-        mu_out, s_out = mu.reshape(-1).clone(), s.reshape(-1).clone()
-        ctx.mark_non_differentiable(mu_out, s_out)
-        return y, mu_out, s_out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy, _dmu, _ds):
-        xv, mu, inv, weight, idx, sgn = ctx.saved_tensors
-        bshape = _bshape(xv)
-        n, c = ctx.n, ctx.constant
-        dx = torch.empty_like(xv)
-        sdy, sdyd = dy_sums(dy, xv, mu, scratch=dx)
-        a = inv if weight is None else inv * weight.view(bshape)  # γ/(s + ε)
-        t = -(a * sdyd) * inv  # −S/(s + ε), S = Σ γ·dy·x̂
-        if ctx.kind == "l1":
-            torch.sub(xv, mu, out=dx).sign_()
-            msign = channel_sum(dx).div_(n)
-            b = t * (c / n)
-            channel_affine(dx, b, -a * sdy / n - b * msign, out=dx).addcmul_(dy, a)
-        else:
-            coef = (t * (c / ctx.k)).view(-1, 1) * sgn  # sparse part at the top-k, (C, k)
-            channel_affine(dy, a, -a * sdy / n - coef.sum(1).view(bshape) / n, out=dx)
-            dx.view(-1).index_add_(0, idx.reshape(-1), coef.reshape(-1))
-        gw = (sdyd * inv).view(-1) if weight is not None and ctx.needs_input_grad[1] else None
-        gb = sdy.view(-1) if ctx.needs_input_grad[2] else None
-        return dx, gw, gb, None, None, None, None, None
+    Returns (y, mean, scale, aux, idx) like the compiled kernels: scale = C·stat without ε (zeros
+    for "mean"), aux = mean sign(x − μ) per channel for "l1" or the signs at the top-k, (C, k),
+    idx = the top-k's flat indices into xv, (C, k).
+    """
+    bshape = _bshape(xv)
+    C = xv.shape[1]
+    n = xv.numel() // C
+    mu = channel_sum(xv).div_(n)
+    idx, aux = xv.new_empty((0, 0), dtype=torch.long), xv.new_empty(0)
+    if kind == "mean":
+        y = xv - mu if bias is None else torch.sub(xv, mu).add_(bias.view(bshape))
+        return y, mu.reshape(-1), xv.new_zeros(C), aux, idx
+    if kind == "l1":
+        y = torch.sub(xv, mu)  # x − μ, in the output buffer used as scratch
+        aux = channel_sum(torch.sign(y)).div_(n).view(-1)
+        s = channel_sum(y.abs_()).mul_(constant / n)
+    else:
+        vals, idx, aux = topk_abs_deviation(xv, mu, k, batch)
+        s = vals.mean(1).mul_(constant).view(bshape)
+        y = None
+    inv = (s + eps).reciprocal_()
+    scale = inv if weight is None else inv * weight.view(bshape)
+    shift = -mu * scale if bias is None else bias.view(bshape) - mu * scale
+    y = channel_affine(xv, scale, shift, out=y)
+    return y, mu.reshape(-1), s.reshape(-1), aux, idx
 
 
-def fused_lp_batch_norm(x: Tensor, weight, bias, kind: str, eps: float, constant: float, k: int):
-    """Batch-statistics L1/top-k/L∞ norm of x (channel dim 1); returns (y, mean, scale) with
-    y in x's shape and layout, mean and scale per channel (scale excludes eps)."""
-    xv, restore = canonical_view(x)
-    y, mu, s = LpNormFunction.apply(xv, weight, bias, kind, eps, constant, k, x.shape[0])
-    return restore(y), mu, s
+def backward(dy: Tensor, xv, mu: Tensor, s: Tensor, weight, aux: Tensor, idx: Tensor, kind: str, eps: float,
+             constant: float, k: int):
+    """Input, weight and bias gradients of ``forward`` (dweight is None without weight)."""
+    bshape = _bshape(dy)
+    n = dy.numel() // dy.shape[1]
+    if kind == "mean":
+        sdy = channel_sum(dy)
+        return torch.sub(dy, sdy / n), None, sdy.view(-1)
+    mu, inv = mu.view(bshape), (s.view(bshape) + eps).reciprocal_()
+    dx = torch.empty_like(xv)
+    sdy, sdyd = dy_sums(dy, xv, mu, scratch=dx)
+    a = inv if weight is None else inv * weight.view(bshape)  # γ/(s + ε)
+    t = -(a * sdyd) * inv  # −S/(s + ε), S = Σ γ·dy·x̂
+    if kind == "l1":
+        torch.sub(xv, mu, out=dx).sign_()
+        b = t * (constant / n)
+        channel_affine(dx, b, -a * sdy / n - b * aux.view(bshape), out=dx).addcmul_(dy, a)
+    else:
+        coef = (t * (constant / k)).view(-1, 1) * aux  # sparse part at the top-k, (C, k)
+        channel_affine(dy, a, -a * sdy / n - coef.sum(1).view(bshape) / n, out=dx)
+        dx.view(-1).index_add_(0, idx.reshape(-1), coef.reshape(-1))
+    gw = (sdyd * inv).view(-1) if weight is not None else None
+    return dx, gw, sdy.view(-1)

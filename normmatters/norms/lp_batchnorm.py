@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .constants import C_L1, DEFAULT_TOPK, NORM_KINDS, SCALE_KINDS, c_linf, check_kind
-from .fused import fused_lp_batch_norm
+from .lp_ops import lp_batch_norm_train
 from .precision import (FLOAT8, channel_mean, channel_rows, check_accum_mode, compute_dtype, is_narrow, narrow_mean_rows,
                         resolve_dtype, rounder)
 
@@ -65,8 +65,9 @@ class LpBatchNorm(nn.Module):
         accum_dtype: dtype of the per-channel reductions' partial results (default: stats_dtype,
             at least float32). float16/bfloat16 are emulated honestly, see ``precision.py``.
         accum_mode: "pairwise_mean" or "pairwise_sum", only used by a narrow accum_dtype.
-        fused: use the fused autograd path for l1/linf/topk in eager training (None: the global
-            default, see ``set_fused_default``). Under torch.compile the plain path is traced.
+        fused: use the fused kernels for l1/linf/topk/mean in training (None: the global default,
+            see ``set_fused_default``), in eager mode and under torch.compile (custom ops, see
+            ``lp_ops.py``); False traces the plain equations (e.g. for double backward).
     """
 
     def __init__(self, num_features: int, kind: str = "l1", eps: float = 1e-5, momentum: float | None = 0.1,
@@ -203,11 +204,11 @@ class LpBatchNorm(nn.Module):
             raise ValueError(f"k={self.k} is invalid for this batch: topk needs 1 <= k <= n={n} elements per channel")
         fused = _FUSED_DEFAULT if self.fused is None else self.fused
         ghost = self.ghost_beta is not None and self.training
-        if fused and self.kind in SCALE_KINDS and plain_precision and not ghost and not torch.compiler.is_compiling():
+        if fused and self.kind != "l2" and plain_precision and not ghost:  # the kernels (lp_ops.py)
             k = self.k if self.kind == "topk" else 1  # L∞ = top-1
-            y, mu, stat = fused_lp_batch_norm(x.to(sdt), self.weight, self.bias, self.kind, self.eps,
-                                              self._constant(n), k)
-            y = y.to(x.dtype)
+            constant = self._constant(n) if self.kind in SCALE_KINDS else 1.0
+            y, mu, stat = lp_batch_norm_train(x.to(sdt), self.weight, self.bias, self.kind, self.eps, constant, k)
+            y, stat = y.to(x.dtype), (stat if self.kind in SCALE_KINDS else None)
         else:
             y, mu, stat = self._batch_forward(x, n, sdt, acc)
         if self.training and self.track_running_stats:
