@@ -24,12 +24,12 @@ test: setup
 bench: setup
 	$(PY) -m normmatters.bench.norms $(ARGS)
 
-bench-# the prepared GPU measurement (about 8 minutes; writes results/bench/gpu-<card>-<date>.md)
+bench-train: setup
+	$(PY) scripts/bench_train.py $(ARGS)
+
+# the prepared GPU measurement (about 8 minutes; writes results/bench/gpu-<card>-<date>.md)
 bench-gpu: setup
 	$(PY) scripts/bench_gpu.py $(ARGS)
-
-train: setup
-	$(PY) scripts/bench_train.py $(ARGS)
 
 train: setup
 	$(PY) scripts/train.py $(ARGS)
