@@ -65,7 +65,9 @@ def assert_same(a: dict, b: dict, what: str):
 
 @pytest.mark.parametrize("kind", ["l1", "topk"])
 def test_synchronized_run_is_the_one_process_run(base, kind):
-    args = [*base, f"norm={kind}", "train.sync_norm=true", "name=sync"]
+    # the plain equations in one process too: the fused kernels round differently, and a net this small
+    # turns any rounding difference into ~1e-3 by the third step (a dead channel's 1/ε)
+    args = [*base, f"norm={kind}", "+norm.options.fused=false", "train.sync_norm=true", "name=sync"]
     two, one = train(args, nproc=2), train(args)
     d2, d1 = run_dir(two), run_dir(one)
     assert d2 != d1  # the process count is part of a run's identity
