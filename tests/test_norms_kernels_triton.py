@@ -59,15 +59,20 @@ print("cases", cases)
 '''
 
 
-def test_triton_kernels_under_the_interpreter(tmp_path):
+def _python(code: str, tmp_path, *args, **env) -> str:
+    """Run ``code`` in a fresh interpreter (Triton reads its environment at import); returns stdout."""
     pytest.importorskip("triton")
     root = Path(__file__).resolve().parents[1]
     path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
-    proc = subprocess.run([sys.executable, "-c", CHECK, str(Path(__file__).parent)], env=env, capture_output=True,
-                          text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code, *args], env=dict(os.environ, PYTHONPATH=path, **env),
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert "cases 80" in proc.stdout, proc.stdout
+    return proc.stdout
+
+
+def test_triton_kernels_under_the_interpreter(tmp_path):
+    out = _python(CHECK, tmp_path, str(Path(__file__).parent), TRITON_INTERPRET="1")
+    assert "cases 80" in out, out
 
 
 COMPILE = r'''
@@ -102,11 +107,5 @@ print("compiled", done)
 
 
 def test_triton_kernels_compile_for_a_gpu(tmp_path):
-    pytest.importorskip("triton")
-    root = Path(__file__).resolve().parents[1]
-    path = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
-    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=path)
-    proc = subprocess.run([sys.executable, "-c", COMPILE], env=env, capture_output=True, text=True, timeout=600,
-                          cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert "compiled 20" in proc.stdout, proc.stdout
+    out = _python(COMPILE, tmp_path, TRITON_CACHE_DIR=str(tmp_path / "cache"))
+    assert "compiled 20" in out, out
