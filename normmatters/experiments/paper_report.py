@@ -28,9 +28,11 @@ WD_CLAIMS = [
 WD_RULE = "paired final gap to WD on, 95 % CI within ±0.6 and tracking gap ≤ 1.0 = matches; CI below 0 = below"
 SECTION1 = ("§1", "Scaling the scale-invariant weights by c with LR c²η and WD λ/c² computes the same function",
             "exact")
-NOT_MEASURED = [
+# measured by a benchmark, with no rule fixed beforehand: reported, not judged
+MEASURED_ONLY = [
     ("§4", "L1 and Top-k BN are cheaper to compute than L2 (no squares, no roots)", "argued, not measured",
-     "not measured yet (fused kernels, a later issue); results/bench/norms_cpu.md has today's timings"),
+     "benchmarked, not judged: the fused kernels against nn.BatchNorm2d and training steps with L1 against L2, "
+     "CPU only (bench/norms_kernels_cpu_2026-11-26_idle.md; the README's benchmark table)"),
 ]
 
 
@@ -108,7 +110,8 @@ def _section1_row(results: Path) -> dict:
 def paper_report(results: Path) -> str:
     results = Path(results)
     rows = [_section1_row(results)]
-    rows += [dict(section=s, claim=c, paper=p, ours=o, criterion="–", verdict=NOT_RUN) for s, c, p, o in NOT_MEASURED]
+    rows += [dict(section=s, claim=c, paper=p, ours=o, criterion="none fixed (a benchmark)", verdict="NOT JUDGED")
+             for s, c, p, o in MEASURED_ONLY]
     figures, reported = [], set()
     experiments = [load_experiment(name) for name in experiment_names()]
     homes = {exp.name: experiment_dirs(exp) for exp in experiments}
