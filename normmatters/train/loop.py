@@ -89,6 +89,8 @@ def train(cfg) -> dict:
         return {**done, "run_dir": str(run_dir)}
     state = checkpoint.load(run_dir)  # a corrupt checkpoint stops us before anything is written
     device = distributed.device_for(ranks, pick_device(cfg.device))
+    if cfg.train.get("flush_denormal"):
+        torch.set_flush_denormal(True)
     started = distributed.start(ranks, device)
     try:
         distributed.barrier(ranks)  # every rank has read the run dir before rank 0 writes to it
