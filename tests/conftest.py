@@ -93,19 +93,19 @@ def hooked_step(model, opt, hooks, x, y, k: int, steps: int) -> None:
         h.after_step()
 
 
-def execute_notebook(name: str, experiment_dir=None):
-    """Run notebooks/<name> as a user would (from the repository root), on ``experiment_dir`` when
-    given (NORMMATTERS_EXPERIMENT), else on the committed results; returns the executed notebook."""
+def execute_notebook(name: str, where=None, variable: str = "NORMMATTERS_EXPERIMENT"):
+    """Run notebooks/<name> as a user would (from the repository root), on ``where`` when given (the
+    notebook reads it from ``variable``), else on the committed results; returns the executed notebook."""
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
-    if experiment_dir is not None:
-        os.environ["NORMMATTERS_EXPERIMENT"] = str(experiment_dir)
+    if where is not None:
+        os.environ[variable] = str(where)
     try:
         NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
     finally:
-        os.environ.pop("NORMMATTERS_EXPERIMENT", None)
+        os.environ.pop(variable, None)
     return nb
 
 

@@ -141,6 +141,29 @@ def test_norms_notebook_executes_on_logged_and_on_committed_runs(tmp_path):
             assert "**HOLDS**" in text
 
 
+def test_precision_notebook_executes_on_logged_and_on_committed_runs(tmp_path):
+    from conftest import execute_notebook, notebook_outputs
+
+    exp_dir = tmp_path / "half_precision_probe_cpu"
+    for name, final in (("l2_no_wd", 30.0), ("l1_fp16_no_wd", 30.5)):
+        for s in range(3):
+            d = make_run(exp_dir / f"{name}_s{s}", s, [60, 50, 40, final + s / 10])
+            runs.write_table(d, "precision", pd.DataFrame(
+                {"step": [10], "layer": ["bn1"], "values": [1000], "square_overflow": [0], "square_underflow": [4],
+                 "square_subnormal": [0], "channels": [8], "onepass_bad": [0], "onepass_negative": [0],
+                 "grads": [100], "grad_underflow": [0]}))
+    nb = execute_notebook("precision.ipynb", tmp_path, "NORMMATTERS_RESULTS")
+    text = "".join(o["data"]["text/markdown"] for o in notebook_outputs(nb, "text/markdown"))
+    probe = load_experiment("half_precision_probe")
+    assert all(c.claim in text for c in probe.claims) and "half_precision_probe_cpu`: 6 runs" in text
+    # L1 fp16 vs L2, no WD: gaps +0.5 each seed -> CI [+0.5, +0.5] within ±1: holds; 4 of 1000 squares underflow
+    assert "**HOLDS**" in text and "4.00e-03" in text and "float_formats_cpu`: 0 runs" in text
+    assert len(notebook_outputs(nb, "image/png")) == 1  # precision_probe: l2_no_wd is not in it, l1_fp16_no_wd is
+    committed = execute_notebook("precision.ipynb")  # results/ as committed (maybe no runs yet: all NOT RUN)
+    text = "".join(o["data"]["text/markdown"] for o in notebook_outputs(committed, "text/markdown"))
+    assert all(c.claim in text for c in [*probe.claims, *load_experiment("float_formats").claims])
+
+
 def test_report_tabulates_half_precision_hazards(tmp_path):
     exp = load_experiment("half_precision_probe")
     found = {}

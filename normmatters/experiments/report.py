@@ -112,6 +112,20 @@ def hazard_markdown(exp, by_name: Mapping[str, list[Path]]) -> str:
             + "\n".join(rows) + "\n")
 
 
+def claims_panels(exp, by_name: Mapping[str, list[Path]], where: str = ""):
+    """(figure name, matplotlib figure) per entry of the experiment's ``figures`` that has runs."""
+    for figure, names in exp.figures.items():
+        panel = {exp.arms[n].label: by_name[n] for n in names if n in by_name}
+        if panel:
+            yield figure, plot_error_curves(panel, title=f"{figure.replace('_', ' ')}{where}")
+
+
+def claims_text(exp, by_name: Mapping[str, list[Path]], claims: pd.DataFrame) -> str:
+    """claims.md: the claims with their verdicts, a summary per arm, the half-precision hazards."""
+    return (claims_table_markdown(claims) + "\nPer arm (finished and diverged runs; early = mean over the epochs up "
+            "to the first LR drop):\n\n" + summary_markdown(arm_summary(exp, by_name)) + hazard_markdown(exp, by_name))
+
+
 def write_claims_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[Path]:
     """<figure>.png and .pdf per entry of the experiment's ``figures``, and claims.md / claims.csv: the
     claims with their verdicts (normmatters.experiments.claims) and a summary per arm."""
@@ -119,18 +133,13 @@ def write_claims_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) 
     by_label = {label: [Path(d) for d in dirs] for label, dirs in arms.items()}
     by_name = {n: by_label[a.label] for n, a in exp.arms.items() if a.label in by_label}
     written = []
-    for figure, names in exp.figures.items():
-        panel = {exp.arms[n].label: by_name[n] for n in names if n in by_name}
-        if not panel:
-            continue
-        fig = plot_error_curves(panel, title=f"{figure.replace('_', ' ')} ({exp.name}, {out_dir.name})")
+    for figure, fig in claims_panels(exp, by_name, f" ({exp.name}, {out_dir.name})"):
         for fmt in ("png", "pdf"):
             path = out_dir / f"{figure}.{fmt}"
             atomic_write_bytes(path, lambda p, f=fmt: fig.savefig(p, dpi=150, format=f, metadata=STABLE.get(f)))
             written.append(path)
     claims = claims_mod.evaluate_all(exp.claims, by_name)
-    text = (claims_table_markdown(claims) + "\nPer arm (finished and diverged runs; early = mean over the epochs up "
-            "to the first LR drop):\n\n" + summary_markdown(arm_summary(exp, by_name)) + hazard_markdown(exp, by_name))
+    text = claims_text(exp, by_name, claims)
     table_md, table_csv = out_dir / "claims.md", out_dir / "claims.csv"
     atomic_write_bytes(table_md, lambda p: Path(p).write_text(text))
     atomic_write_bytes(table_csv, lambda p: claims.to_csv(p, index=False))
