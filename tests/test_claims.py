@@ -68,7 +68,7 @@ def test_rules(tmp_path, expect, a, b, verdict):
 def test_diverged_runs_count_as_chance_error_and_as_failures(tmp_path):
     dirs = arms(tmp_path, [30, 30, 30], [30, 30.5, 30.2], a_status={0: "diverged", 1: "diverged"})
     row = C.evaluate(claim(metric="failure", expect="fails"), dirs)
-    assert row["failures"] == [0, 1] and row["verdict"] == C.HOLDS  # 2 of 3
+    assert row["failures"] == [0, 1] and row["n_failed"] == 2 and row["verdict"] == C.HOLDS  # 2 of 3
     final = C.evaluate(claim(), dirs)
     assert final["gaps"][0] == pytest.approx(90 - 30)  # chance error for 10 classes
     early = C.evaluate(claim(metric="early_error"), dirs)  # epochs 1..2 logged before it diverged

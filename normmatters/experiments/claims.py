@@ -179,6 +179,7 @@ def evaluate(claim: Claim, arm_dirs: Mapping[str, Iterable[Path]]) -> dict:
             "arm_mean": float(np.mean([m_arm[s][metric] for s in seeds])) if seeds else math.nan,
             "against_mean": float(np.mean([m_base[s][metric] for s in seeds])) if seeds else math.nan,
             "gap_mean": mean, "gap_sd": sd, "ci_low": low, "ci_high": high, "failures": failed,
+            "n_failed": len(failed),
             "verdict": decide(claim, low, high, len(failed), len(seeds))}
 
 

@@ -3,7 +3,6 @@ tables (never written by hand). Each row: the paper's number, this project's (wi
 scale), the criterion fixed before the runs, and HOLDS / DOES NOT HOLD / INCONCLUSIVE / NOT RUN."""
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
@@ -80,7 +79,7 @@ def _claims_rows(exp_dir: Path, exp) -> list[dict]:
     rows = []
     for r in table.itertuples():
         if r.metric == "failure":
-            ours = f"{len(ast.literal_eval(r.failures))} of {r.n} seeds fail"  # a list, as to_csv wrote it
+            ours = f"{r.n_failed} of {r.n} seeds fail"
         elif r.n:
             ours = f"{r.arm} − {r.against}: {r.gap_mean:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] points ({r.metric}, {r.n} seeds)"
         else:

@@ -58,7 +58,7 @@ def claims_table_markdown(claims: pd.DataFrame) -> str:
     lines = ["| Claim (PAPER.md) | Paper | Arm − against | Seeds | Mean gap (points) [95 % CI] | Verdict |",
              "|---|---|---|---|---|---|"]
     for r in claims.itertuples():
-        gap = (f"{len(r.failures)} of {r.n} seeds fail" if r.metric == "failure"
+        gap = (f"{r.n_failed} of {r.n} seeds fail" if r.metric == "failure"
                else f"{_fmt(r.gap_mean, True)} [{_fmt(r.ci_low, True)}, {_fmt(r.ci_high, True)}]")
         rule = {"equal": f"within ±{r.margin:g}", "worse": "> 0", "better": "< 0", "fails": "most seeds fail"}[r.expect]
         lines.append(f"| {r.section} {r.claim} | {r.paper} | {r.arm} − {r.against} ({r.metric.replace('_', ' ')}) | "
