@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import CONFIGS, REPO, run_dir_of
 from normmatters import runs
@@ -87,6 +88,7 @@ def test_run_records_provenance_and_wandb_offline(finished_run):
     assert meta["num_train"] == 240 and meta["num_test"] == 80 and meta["data_label"]
     assert meta["git_commit"] and meta["final"]["epoch"] == 3
     assert meta["threads"] >= 1 and meta["torch"]  # bit-identical metrics hold per thread count
+    assert meta["hardware"].endswith(f"CPU, {torch.backends.cpu.get_cpu_capability()} kernels")  # ... and per kernel level
     assert (run_dir / "config.yaml").read_text().count("resnet20") >= 1
     wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 1 and meta["wandb_id"] in wandb_runs[0].name

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import platform
 import shlex
 import signal
 import subprocess
@@ -216,7 +217,15 @@ def _start_run_dir(cfg, run_dir: Path, config: dict, fresh: bool, data, device, 
     runs.write_meta(run_dir, status="running", **_commits(run_dir, fresh), data_label=data.label,
                     num_train=data.num_train, num_test=data.num_test, profile=cfg.get("profile_name"),
                     seed=cfg.seed, device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
+                    hardware=_hardware(device),
                     name=cfg.name, run_tag=cfg.run_tag, **settings, **parallel)
+
+
+def _hardware(device: torch.device) -> str:
+    """The card, or the CPU's kernel level: float rounding (so a seed's trajectory) can differ between them."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} CPU, {torch.backends.cpu.get_cpu_capability()} kernels"
 
 
 def _git_commit() -> str:
