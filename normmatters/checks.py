@@ -37,3 +37,11 @@ def integer(key: str, value: Any, *, minimum: int | None = None, nullable: bool 
     if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
         wanted = f"an integer >= {minimum}" if minimum is not None else "an integer"
         raise ValueError(f"{key}={value!r} is not valid; it must be {'null or ' if nullable else ''}{wanted}")
+
+
+def boolean(key: str, value: Any, *, nullable: bool = False) -> None:
+    """True or False (not 1/0, which ``one_of`` would let through since 1 == True)."""
+    if nullable and value is None:
+        return
+    if not isinstance(value, bool):
+        raise ValueError(f"{key}={value!r} is not valid; it must be {'null, ' if nullable else ''}true or false")

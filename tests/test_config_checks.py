@@ -54,6 +54,8 @@ def test_every_value_the_owner_lists_passes_its_check(compose, tmp_path, key, ba
     (["optim.milestones=[3,0]"], "optim.milestones[1]=0"),
     (["train.epochs=0"], "train.epochs=0"),
     (["train.flush_denormal=sometimes"], "train.flush_denormal='sometimes'"),
+    (["train.flush_denormal=1"], "train.flush_denormal=1"),
+    (["train.sync_norm=0"], "train.sync_norm=0"),
     (["model.width=-1"], "model.width=-1"),
 ])
 def test_bad_values_of_each_group_are_one_line(compose, tmp_path, overrides, needle):

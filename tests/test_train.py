@@ -207,6 +207,21 @@ def test_same_seed_is_bit_identical_in_process(tiny_cifar, tmp_path, compose):
         assert finals[0][key] == finals[1][key]
 
 
+def subnormals_flushed() -> bool:
+    return (torch.tensor([1e-40]) * 1.0).item() == 0.0
+
+
+def test_flush_denormal_holds_for_the_run_only(tiny_cifar, tmp_path, compose):
+    torch.set_flush_denormal(False)  # conftest turns it on for the whole process
+    try:
+        assert not subnormals_flushed()
+        cfg = compose(tiny(tiny_cifar, tmp_path, "train.epochs=1", "wandb.mode=disabled", "train.flush_denormal=true"))
+        assert train(cfg)["status"] == "finished"
+        assert not subnormals_flushed()  # the next run of this process gets exact IEEE arithmetic again
+    finally:
+        torch.set_flush_denormal(True)
+
+
 def test_other_config_in_same_run_dir_is_refused(finished_run, tiny_cifar, compose):
     run_dir, _ = finished_run
     cfg = compose(tiny(tiny_cifar, run_dir.parents[1], "train.epochs=3", "name=e2e", f"run_dir={run_dir}",

@@ -26,6 +26,7 @@ from normmatters.norms.precision_probe import PrecisionProbe
 from normmatters.optim import build_optimizer, build_scheduler, build_step_hooks
 from normmatters.norms.sync_batchnorm import convert_sync
 from normmatters.train import checkpoint, distributed
+from normmatters.train.denormals import flushing_denormals
 from normmatters.train.build import autocast_dtype, device_settings, model_from_config, optim_config, pick_device
 from normmatters.train.logger import RunLogger
 from normmatters.train.signals import RunInterrupted, StopOnSignal
@@ -90,22 +91,22 @@ def train(cfg) -> dict:
         return {**done, "run_dir": str(run_dir)}
     state = checkpoint.load(run_dir)  # a corrupt checkpoint stops us before anything is written
     device = distributed.device_for(ranks, pick_device(cfg.device))
-    if cfg.train.get("flush_denormal"):
-        torch.set_flush_denormal(True)
-    started = distributed.start(ranks, device)
-    try:
-        distributed.barrier(ranks)  # every rank has read the run dir before rank 0 writes to it
-        run = _setup(cfg, run_dir, config, fresh=state is None, ranks=ranks, device=device)
-        with StopOnSignal() as stop:
-            try:
-                return {**_epochs(run, state, stop), "run_dir": str(run_dir)}
-            except Exception as err:
-                if ranks.main:
-                    reason = str(err).splitlines()[0] if str(err) else ""
-                    runs.write_meta(run_dir, status="failed", error=f"{type(err).__name__}: {reason}"[:300])
-                raise
-    finally:
-        distributed.stop(started)
+    # before any intra-op thread starts: torch sets the calling thread, and threads started later inherit it
+    with flushing_denormals(bool(cfg.train.get("flush_denormal"))):
+        started = distributed.start(ranks, device)
+        try:
+            distributed.barrier(ranks)  # every rank has read the run dir before rank 0 writes to it
+            run = _setup(cfg, run_dir, config, fresh=state is None, ranks=ranks, device=device)
+            with StopOnSignal() as stop:
+                try:
+                    return {**_epochs(run, state, stop), "run_dir": str(run_dir)}
+                except Exception as err:
+                    if ranks.main:
+                        reason = str(err).splitlines()[0] if str(err) else ""
+                        runs.write_meta(run_dir, status="failed", error=f"{type(err).__name__}: {reason}"[:300])
+                    raise
+        finally:
+            distributed.stop(started)
 
 
 def _epochs(run: Run, state: dict | None, stop: StopOnSignal) -> dict:
