@@ -24,6 +24,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Mapping
 
 from omegaconf import OmegaConf
 
@@ -202,3 +203,8 @@ def discover(exp: Experiment, exp_dir: Path) -> dict[str, list[Path]]:
         if by_seed:
             found[arm.label] = [by_seed[seed][0] for seed in sorted(by_seed)]
     return found
+
+
+def by_arm_name(exp: Experiment, by_label: Mapping[str, Iterable[Path]]) -> dict[str, list[Path]]:
+    """``discover``'s {label: run dirs} keyed by arm name instead, as claims and figures name arms."""
+    return {n: [Path(d) for d in by_label[a.label]] for n, a in exp.arms.items() if a.label in by_label}

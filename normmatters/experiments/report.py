@@ -12,6 +12,7 @@ from normmatters.plots import (claims_markdown, paired_final_gaps, paired_markdo
 from normmatters.plots.runaway import BASELINE, FACTOR, FROZEN_RTOL, runaway_markdown, runaway_table
 from normmatters import runs
 from normmatters.experiments import claims as claims_mod
+from normmatters.experiments.definition import by_arm_name
 from normmatters.plots.equilibrium import plot_equilibrium
 from normmatters.plots.error_curves import plot_error_curves
 from normmatters.runs import atomic_write_bytes
@@ -130,8 +131,7 @@ def write_claims_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) 
     """<figure>.png and .pdf per entry of the experiment's ``figures``, and claims.md / claims.csv: the
     claims with their verdicts (normmatters.experiments.claims) and a summary per arm."""
     out_dir = Path(out_dir)
-    by_label = {label: [Path(d) for d in dirs] for label, dirs in arms.items()}
-    by_name = {n: by_label[a.label] for n, a in exp.arms.items() if a.label in by_label}
+    by_name = by_arm_name(exp, arms)
     written = []
     for figure, fig in claims_panels(exp, by_name, f" ({exp.name}, {out_dir.name})"):
         for fmt in ("png", "pdf"):
