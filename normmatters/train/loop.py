@@ -91,7 +91,7 @@ def train(cfg) -> dict:
         return {**done, "run_dir": str(run_dir)}
     state = checkpoint.load(run_dir)  # a corrupt checkpoint stops us before anything is written
     device = distributed.device_for(ranks, pick_device(cfg.device))
-    # before any intra-op thread starts: torch sets the calling thread, and threads started later inherit it
+    # as early as we can: torch sets the calling thread, and only intra-op threads started later inherit it
     with flushing_denormals(bool(cfg.train.get("flush_denormal"))):
         started = distributed.start(ranks, device)
         try:
