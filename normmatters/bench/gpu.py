@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from normmatters.bench import train as bench_train
+from normmatters.train.denormals import flushing_denormals
 
 MODELS = ("vgg11", "resnet18_cifar", "resnet20")  # resnet20: the Lp-BN experiments' model
 EXPERIMENTS = ("wd_vgg11", "norms_cifar", "half_precision_probe", "float_formats")
@@ -149,8 +150,12 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.smoke:  # tiny paper-lr runs reach subnormal floats, ~100x slower on x86 CPUs
-        torch.set_flush_denormal(True)
+    # tiny paper-lr runs reach subnormal floats, ~100x slower on x86 CPUs; the process gets its setting back
+    with flushing_denormals(args.smoke):
+        return _bench(args)
+
+
+def _bench(args) -> int:
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     if device.type == "cpu" and not args.smoke:
         print("error: no CUDA device is visible; run on a GPU machine, or --smoke for the CPU check", file=sys.stderr)
