@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from normmatters import checks
+
 from .datasets import CACHE_DIR, DATASETS, DOWNLOAD_ROOT
 from .folder_index import resolve_source
 
@@ -73,8 +75,7 @@ def _int(cfg: Mapping, key: str, minimum: int, valid: str) -> int:
 
 def _bool(cfg: Mapping, key: str) -> bool:
     value = _get(cfg, key)
-    if not isinstance(value, bool):
-        raise ValueError(f"data.{key}={value!r} is not valid; valid: true or false")
+    checks.boolean(f"data.{key}", value)
     return value
 
 
