@@ -279,14 +279,16 @@ def test_fused_accepts_broadcast_output_gradient(layout):
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
 
 
-def test_ghost_topk_follows_the_authors_recurrence():
+@pytest.mark.parametrize("constant", ["twice", "once"])
+def test_ghost_topk_follows_the_authors_recurrence(constant):
     """The authors' "Top10" (GhostTopkBatchNorm2d): m_t = C(n)·(β·m_{t−1} + (1−β)·T_t), T_t the mean of
-    the k largest |x − μ| per channel, m_0 = 0; output (x − μ)/(m_t + ε). Checked in float64 by hand."""
+    the k largest |x − μ| per channel, m_0 = 0; output (x − μ)/(m_t + ε). With the constant applied
+    once: m_t = β·m_{t−1} + (1−β)·C(n)·T_t. Checked in float64 by hand."""
     from normmatters.norms import build_norm
 
     torch.manual_seed(0)
     k, beta, eps = 3, 0.75, 1e-5
-    layer = build_norm("topk", 2, k=k, ghost_beta=beta, eps=eps, dtype=torch.float64)
+    layer = build_norm("topk", 2, k=k, ghost_beta=beta, ghost_constant=constant, eps=eps, dtype=torch.float64)
     xs = [torch.randn(4, 2, 3, 3, dtype=torch.float64) * (1 + i) for i in range(3)]
     n = 4 * 3 * 3
     c = 0.5 * (1 + math.sqrt(math.pi * math.log(4))) / math.sqrt(2 * math.log(n))
@@ -295,12 +297,31 @@ def test_ghost_topk_follows_the_authors_recurrence():
         y = layer(x)
         for ch in range(2):
             d = x[:, ch] - x[:, ch].mean()
-            top = sorted(d.abs().flatten().tolist(), reverse=True)[:k]
-            m[ch] = c * (beta * m[ch] + (1 - beta) * sum(top) / k)
+            t = sum(sorted(d.abs().flatten().tolist(), reverse=True)[:k]) / k
+            m[ch] = c * (beta * m[ch] + (1 - beta) * t) if constant == "twice" else beta * m[ch] + (1 - beta) * c * t
             torch.testing.assert_close(y[:, ch], d / (m[ch] + eps))
     # and not the plain top-k layer: its denominator is C·T
     plain = build_norm("topk", 2, k=k, eps=eps, dtype=torch.float64)
     assert not torch.allclose(plain(xs[-1]), layer.train()(xs[-1]))
+
+
+def test_ghost_topk_steady_state_is_a_third_of_c_t_unless_the_constant_is_applied_once():
+    """Fed one batch again and again, m settles at C(1−β)/(1−Cβ)·T (authors') or at C·T (once)."""
+    from normmatters.norms import build_norm
+
+    torch.manual_seed(1)
+    x = torch.randn(8, 1, 4, 4, dtype=torch.float64)
+    d = (x - x.mean()).abs().flatten()
+    t = d.topk(10).values.mean().item()
+    c = 0.5 * (1 + math.sqrt(math.pi * math.log(4))) / math.sqrt(2 * math.log(x.numel()))
+    for constant, expected in (("twice", c * 0.25 / (1 - c * 0.75) * t), ("once", c * t)):
+        layer = build_norm("topk", 1, ghost_beta=0.75, ghost_constant=constant, eps=0.0, dtype=torch.float64)
+        for _ in range(200):
+            y = layer(x)
+        assert math.isclose(((x - x.mean()) / y).flatten()[d.argmax()].item(), expected, rel_tol=1e-9)
+    for n in (128 * 32 * 32, 128 * 16 * 16, 128 * 8 * 8):  # ResNet-20's layers, batch 128: about a third of C·T
+        c = 0.5 * (1 + math.sqrt(math.pi * math.log(4))) / math.sqrt(2 * math.log(n))
+        assert 0.3 < 0.25 / (1 - c * 0.75) < 0.35
 
 
 def test_ghost_beta_is_refused_outside_topk():
@@ -310,3 +331,7 @@ def test_ghost_beta_is_refused_outside_topk():
         build_norm("l1", 2, ghost_beta=0.5)
     with pytest.raises(ValueError, match="ghost_beta=1 is invalid"):
         build_norm("topk", 2, ghost_beta=1)
+    with pytest.raises(ValueError, match="ghost_constant='once' is invalid; valid: twice, once"):
+        build_norm("topk", 2, ghost_constant="once")  # without ghost_beta there is no average
+    with pytest.raises(ValueError, match="ghost_constant='thrice' is invalid"):
+        build_norm("topk", 2, ghost_beta=0.5, ghost_constant="thrice")

@@ -21,7 +21,9 @@ scale; a checkpoint of theirs needs momentum 1 − m and 1/scale to be loaded he
 (``GhostTopkBatchNorm2d`` in eladhoffer/norm_matters): in training the denominator is not this
 batch's C·T but m_t = C·(β·m_{t−1} + (1 − β)·T_t), m kept in a buffer (gradient through T_t
 only). The constant multiplies a value that already carries it, so in a steady state
-m = C(1 − β)/(1 − Cβ)·T, not C·T: for C ≈ 0.32 and β = 0.75, a third of it.
+m = C(1 − β)/(1 − Cβ)·T, not C·T: for C ≈ 0.32 and β = 0.75, a third of it. ``ghost_constant="once"``
+averages C·T instead, m_t = β·m_{t−1} + (1 − β)·C·T_t (steady state C·T): the same layer without that
+one difference, to tell its effect from the moving average's.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ _FUSED_DEFAULT = True
 # l2's variance: mean((x − μ)²) (two_pass), or E[x²] − E[x]² (one_pass, what fast kernels compute;
 # it cancels catastrophically in a narrow float when a channel's mean is large against its spread)
 VARIANCES = ("two_pass", "one_pass")
+GHOST_CONSTANTS = ("twice", "once")  # the authors' ghost top-k applies C to the average too, or not
 
 
 def set_fused_default(enabled: bool) -> None:
@@ -74,7 +77,7 @@ class LpBatchNorm(nn.Module):
                  affine: bool = True, track_running_stats: bool = True, *, k: int = DEFAULT_TOPK,
                  constant: float | None = None, stats_dtype=None, accum_dtype=None,
                  accum_mode: str = "pairwise_mean", fused: bool | None = None, ghost_beta: float | None = None,
-                 variance: str = "two_pass", device=None, dtype=None):
+                 ghost_constant: str = "twice", variance: str = "two_pass", device=None, dtype=None):
         super().__init__()
         kind = check_kind(kind, NORM_KINDS[:-1])
         if not isinstance(num_features, int) or num_features < 1:
@@ -94,6 +97,10 @@ class LpBatchNorm(nn.Module):
                                        or not isinstance(ghost_beta, (int, float)) or not 0 <= ghost_beta < 1):
             raise ValueError(f"ghost_beta={ghost_beta!r} is invalid; valid: null, or a number in [0, 1) with kind topk")
         self.ghost_beta = None if ghost_beta is None else float(ghost_beta)
+        if ghost_constant not in GHOST_CONSTANTS or (ghost_constant != "twice" and ghost_beta is None):
+            raise ValueError(f"ghost_constant={ghost_constant!r} is invalid; valid: {', '.join(GHOST_CONSTANTS)} "
+                             "(once: with ghost_beta only)")
+        self.ghost_constant = ghost_constant
         if variance not in VARIANCES or (variance != "two_pass" and kind != "l2"):
             raise ValueError(f"variance={variance!r} is invalid; valid: {', '.join(VARIANCES)} (one_pass: kind l2 only)")
         self.variance = variance
@@ -148,7 +155,7 @@ class LpBatchNorm(nn.Module):
         if self.constant is not None:
             s += f", constant={self.constant:.6g}"
         if self.ghost_beta is not None:
-            s += f", ghost_beta={self.ghost_beta}"
+            s += f", ghost_beta={self.ghost_beta}, ghost_constant={self.ghost_constant}"
         if self.variance != "two_pass":
             s += f", variance={self.variance}"
         for name in ("stats_dtype", "accum_dtype"):
@@ -255,9 +262,14 @@ class LpBatchNorm(nn.Module):
         return y.to(x.dtype), mu.view(-1), stat.view(-1)
 
     def _ghost(self, top_mean: Tensor, n: int) -> Tensor:
-        """m_t = C·(β·m_{t−1} + (1 − β)·T_t), the authors' "Top10" denominator (see the module docstring)."""
-        beta = self.ghost_beta
-        m = (beta * self.ghost_stat.to(top_mean.dtype).view_as(top_mean) + (1 - beta) * top_mean) * self._constant(n)
+        """m_t = C·(β·m_{t−1} + (1 − β)·T_t), the authors' "Top10" denominator (see the module docstring);
+        with ghost_constant="once", m_t = β·m_{t−1} + (1 − β)·C·T_t."""
+        beta, c = self.ghost_beta, self._constant(n)
+        prev = self.ghost_stat.to(top_mean.dtype).view_as(top_mean)
+        if self.ghost_constant == "once":
+            m = beta * prev + (1 - beta) * c * top_mean
+        else:
+            m = (beta * prev + (1 - beta) * top_mean) * c
         with torch.no_grad():
             self.ghost_stat.copy_(m.detach().view(-1))
         return m

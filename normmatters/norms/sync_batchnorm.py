@@ -104,7 +104,8 @@ class SyncLpBatchNorm(LpBatchNorm):
         return top
 
 
-UNSYNCED = {"stats_dtype": None, "accum_dtype": None, "ghost_beta": None, "variance": "two_pass"}
+UNSYNCED = {"stats_dtype": None, "accum_dtype": None, "ghost_beta": None, "ghost_constant": "twice",
+            "variance": "two_pass"}
 
 
 def _sync_layer(layer: LpBatchNorm, process_group) -> nn.Module:
