@@ -122,6 +122,12 @@ def test_paper_report_has_a_row_per_claim_with_the_verdicts(tmp_path):
     assert any(r.startswith("| §1 ") and "**NOT RUN**" in r for r in rows)
     assert sum("norms_imagenet_r50" in r and "**NOT RUN**" in r for r in rows) == len(load_experiment("norms_imagenet_r50").claims)
     assert "![norms_resnet20_cpu/lp_bn.png](norms_resnet20_cpu/lp_bn.png)" in text
+    formats = load_experiment("float_formats")  # claims beyond the paper: no paper number, shown as "–"
+    ff_dir = tmp_path / "float_formats_cpu"
+    write_claims_report(formats, {formats.arms[name].label: [make_run(ff_dir / f"{name}_s{s}", s, [60, 50, 40, 30 + s])
+                                                             for s in range(3)] for name in ("l2", "l2_bf16")}, ff_dir)
+    bf16 = next(r for r in paper_report(tmp_path).splitlines() if "L2 BN survives bfloat16 statistics" in r)
+    assert bf16.split(" | ")[2] == "–" and "nan" not in bf16 and "**HOLDS**" in bf16
 
 
 def test_norms_notebook_executes_on_logged_and_on_committed_runs(tmp_path):

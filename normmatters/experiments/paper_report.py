@@ -84,7 +84,8 @@ def _claims_rows(exp_dir: Path, exp) -> list[dict]:
             ours = f"{r.arm} − {r.against}: {r.gap_mean:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] points ({r.metric}, {r.n} seeds)"
         else:
             ours = "–"
-        rows.append(dict(section=r.section, claim=r.claim, paper=r.paper, ours=f"{ours}; {scale}",
+        paper = r.paper if isinstance(r.paper, str) and r.paper else "–"  # a claim beyond the paper has none
+        rows.append(dict(section=r.section, claim=r.claim, paper=paper, ours=f"{ours}; {scale}",
                          criterion=_criterion(r), verdict=r.verdict, source=f"{exp_dir.name}/claims.md"))
     return rows
 
