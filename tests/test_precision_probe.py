@@ -59,6 +59,23 @@ def test_gradient_underflow_is_counted_and_eval_is_ignored():
     assert probe.rows()[0]["values"] == 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_float8_hazards_match_what_the_format_does(dtype):
+    """The same counts for the 8-bit floats: squares that overflow (e5m2 to inf, e4m3fn past its
+    largest finite 448) and gradients that round to zero, decided here by the format's own conversion."""
+    big, small_grad = {torch.float8_e4m3fn: (30.0, 1e-4), torch.float8_e5m2: (300.0, 1e-6)}[dtype]
+    assert torch.tensor(big * big).to(dtype).float() != big * big and big * big > torch.finfo(dtype).max
+    assert torch.tensor(small_grad).to(dtype).float() == 0 and torch.tensor(0.1).to(dtype).float() != 0
+    bn = build_norm("l2", 1)
+    probe = PrecisionProbe(bn, dtype)
+    x = torch.tensor([big, -big, 1.0, -1.0]).view(4, 1, 1, 1).requires_grad_()
+    y = bn(x)
+    y.backward(torch.tensor([small_grad, small_grad, 0.1, 0.1]).view_as(y))
+    (row,) = probe.rows()
+    assert row["dtype"] == str(dtype).removeprefix("torch.")
+    assert (row["values"], row["square_overflow"], row["grads"], row["grad_underflow"]) == (4, 2, 4, 2)
+
+
 def test_a_run_logs_the_precision_table(tiny_cifar, tmp_path, compose):
     from conftest import run_dir_of
     from normmatters.train import train

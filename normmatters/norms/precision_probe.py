@@ -1,4 +1,4 @@
-"""Where half precision would break a batch norm (PAPER.md §4), counted on the values a run really
+"""Where half precision (or an 8-bit float) would break a batch norm (PAPER.md §4), counted on the values a run really
 produces: per normalization layer, how many of its centred inputs d = x − μ would overflow or underflow
 when squared in a narrow float, how far the one-pass variance E[x²] − E[x]² (what fast kernels
 compute) lands from the true one in that float, and how many of the gradients arriving at the layer
@@ -64,10 +64,12 @@ class PrecisionProbe:
         """E[x²] − E[x]² with x, x², the means and the difference rounded to the narrow float (its
         accumulation left wide, the favourable case), against the two-pass variance in float64."""
         true = x.double().var(red, unbiased=False)
-        narrow = x.to(self.dtype)
-        mean_sq = (narrow * narrow).float().mean(red).to(self.dtype)
-        mean = narrow.float().mean(red).to(self.dtype)
-        onepass = (mean_sq - mean * mean).double()
+        # each step exact in float32, then rounded: what the narrow float's own op gives (float8 has no CPU ops)
+        r = lambda t: t.to(self.dtype).float()  # noqa: E731
+        narrow = r(x)
+        mean_sq = r(r(narrow * narrow).mean(red))
+        mean = r(narrow.mean(red))
+        onepass = r(mean_sq - r(mean * mean)).double()
         c["channels"] += true.numel()
         c["onepass_negative"] += int((onepass < 0).sum())
         bad = ~torch.isfinite(onepass) | ((onepass - true).abs() > ONEPASS_RTOL * true)

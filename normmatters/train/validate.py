@@ -40,7 +40,8 @@ def validate(cfg) -> None:
     checks.integer("train.log_channels_every", cfg.train.get("log_channels_every"), minimum=1, nullable=True)
     checks.boolean("train.sync_norm", cfg.train.get("sync_norm"), nullable=True)
     checks.boolean("train.flush_denormal", cfg.train.get("flush_denormal"), nullable=True)
-    checks.one_of("train.log_precision", cfg.train.get("log_precision"), (None, "float16", "bfloat16"))
+    checks.one_of("train.log_precision", cfg.train.get("log_precision"),
+                  (None, "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"))
     if cfg.train.grad_clip is not None:
         checks.number("train.grad_clip", cfg.train.grad_clip, above=0)
     writable_root(Path(cfg.out_root))
