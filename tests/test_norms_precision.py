@@ -164,3 +164,37 @@ def test_which_norm_survives_float8_squares():
     assert y2.std() > 5  # variance capped near 448 although it is ≈ 1.6e5
     y1 = build_norm("l1", 1, stats_dtype="float8_e4m3fn", accum_dtype="float32", affine=False)(x)
     assert 0.7 < y1.std() < 1.3
+
+
+@pytest.mark.parametrize("fmt", ["float8_e4m3fn", "float8_e5m2", "bfloat16"])
+def test_exact_backward_keeps_the_narrow_forward_and_the_float32_gradient(fmt):
+    """exact_backward: the outputs of the narrow layer, the input gradient of PyTorch's own float32 batch
+    norm. Without it, gradients of 1e-5 die in the rounding (e4m3fn's smallest value is 2^-9)."""
+    import torch.nn.functional as F
+
+    from normmatters.norms import build_norm
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 4, 4) * 2 + 1
+    g = torch.randn(16, 3, 4, 4) * 1e-5
+    narrow = build_norm("l2", 3, stats_dtype=fmt, accum_dtype=fmt, affine=False)
+    st = build_norm("l2", 3, stats_dtype=fmt, accum_dtype=fmt, affine=False, exact_backward=True)
+    xs = [x.clone().requires_grad_() for _ in range(3)]
+    y_narrow, y_st = narrow(xs[0]), st(xs[1])
+    torch.testing.assert_close(y_st, y_narrow, rtol=0, atol=0)
+    y_st.backward(g)
+    F.batch_norm(xs[2], None, None, training=True, eps=1e-5).backward(g)  # the float32 reference
+    torch.testing.assert_close(xs[1].grad, xs[2].grad, rtol=1e-4, atol=1e-9)
+    y_narrow.backward(g)
+    if fmt == "float8_e4m3fn":
+        assert (xs[0].grad == 0).all()  # every one of these gradients underflows in e4m3fn
+    torch.testing.assert_close(st.running_var, narrow.running_var, rtol=0, atol=0)  # statistics: the narrow pass
+
+
+def test_exact_backward_needs_a_narrow_format():
+    from normmatters.norms import build_norm
+
+    with pytest.raises(ValueError, match="exact_backward=True is invalid; valid: false, or true with a narrow"):
+        build_norm("l1", 3, exact_backward=True)
+    with pytest.raises(ValueError, match="exact_backward=True is invalid"):
+        build_norm("topk", 3, stats_dtype="float8_e5m2", ghost_beta=0.5, exact_backward=True)

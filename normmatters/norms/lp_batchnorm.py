@@ -68,6 +68,9 @@ class LpBatchNorm(nn.Module):
         accum_dtype: dtype of the per-channel reductions' partial results (default: stats_dtype,
             at least float32). float16/bfloat16 are emulated honestly, see ``precision.py``.
         accum_mode: "pairwise_mean" or "pairwise_sum", only used by a narrow accum_dtype.
+        exact_backward: with a narrow stats/accum dtype, the forward in that format and the backward
+            of the float32 layer (straight-through), so the format's effect on the statistics can be
+            told from its rounding of the gradients (8-bit floats flush most of them to zero).
         fused: use the fused kernels for l1/linf/topk/mean in training (None: the global default,
             see ``set_fused_default``), in eager mode and under torch.compile (custom ops, see
             ``lp_ops.py``); False traces the plain equations (e.g. for double backward).
@@ -77,7 +80,8 @@ class LpBatchNorm(nn.Module):
                  affine: bool = True, track_running_stats: bool = True, *, k: int = DEFAULT_TOPK,
                  constant: float | None = None, stats_dtype=None, accum_dtype=None,
                  accum_mode: str = "pairwise_mean", fused: bool | None = None, ghost_beta: float | None = None,
-                 ghost_constant: str = "twice", variance: str = "two_pass", device=None, dtype=None):
+                 ghost_constant: str = "twice", variance: str = "two_pass", exact_backward: bool = False,
+                 device=None, dtype=None):
         super().__init__()
         kind = check_kind(kind, NORM_KINDS[:-1])
         if not isinstance(num_features, int) or num_features < 1:
@@ -111,6 +115,11 @@ class LpBatchNorm(nn.Module):
         self.stats_dtype = resolve_dtype(stats_dtype, "stats_dtype")
         self.accum_dtype = resolve_dtype(accum_dtype, "accum_dtype")
         self.accum_mode = check_accum_mode(accum_mode)
+        narrow = is_narrow(self.stats_dtype) or is_narrow(self.accum_dtype)
+        if not isinstance(exact_backward, bool) or (exact_backward and (not narrow or ghost_beta is not None)):
+            raise ValueError(f"exact_backward={exact_backward!r} is invalid; valid: false, or true with a narrow "
+                             "stats_dtype or accum_dtype and no ghost_beta")
+        self.exact_backward = exact_backward
         self.fused = fused
         fk = {"device": device, "dtype": dtype}
         has_weight = affine and kind != "mean"
@@ -218,6 +227,9 @@ class LpBatchNorm(nn.Module):
             y, stat = y.to(x.dtype), (stat if self.kind in SCALE_KINDS else None)
         else:
             y, mu, stat = self._batch_forward(x, n, sdt, acc)
+            if self.exact_backward:  # straight-through: this forward's values, the float32 layer's gradient
+                exact = self._batch_forward(x.float(), n, torch.float32, torch.float32)[0]
+                y = exact.to(y.dtype) + (y - exact.to(y.dtype)).detach()
         if self.training and self.track_running_stats:
             self._update_running(mu, stat, n, factor)
         return y

@@ -105,7 +105,7 @@ class SyncLpBatchNorm(LpBatchNorm):
 
 
 UNSYNCED = {"stats_dtype": None, "accum_dtype": None, "ghost_beta": None, "ghost_constant": "twice",
-            "variance": "two_pass"}
+            "variance": "two_pass", "exact_backward": False}
 
 
 def _sync_layer(layer: LpBatchNorm, process_group) -> nn.Module:
