@@ -167,6 +167,8 @@ class LpBatchNorm(nn.Module):
             s += f", ghost_beta={self.ghost_beta}, ghost_constant={self.ghost_constant}"
         if self.variance != "two_pass":
             s += f", variance={self.variance}"
+        if self.exact_backward:
+            s += ", exact_backward=True"
         for name in ("stats_dtype", "accum_dtype"):
             if getattr(self, name) is not None:
                 s += f", {name}={str(getattr(self, name)).replace('torch.', '')}"
