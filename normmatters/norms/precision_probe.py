@@ -1,8 +1,8 @@
-"""Where half precision (or an 8-bit float) would break a batch norm (PAPER.md §4), counted on the values a run really
-produces: per normalization layer, how many of its centred inputs d = x − μ would overflow or underflow
-when squared in a narrow float, how far the one-pass variance E[x²] − E[x]² (what fast kernels
-compute) lands from the true one in that float, and how many of the gradients arriving at the layer
-would underflow to zero in it.
+"""Where half precision (or an 8-bit float) would break a batch norm (PAPER.md §4), counted on the
+values a run really produces: per normalization layer, how many of its centred inputs d = x − μ would
+overflow or underflow when squared in a narrow float, how far the one-pass variance E[x²] − E[x]²
+(what fast kernels compute) lands from the true one in that float, and how many of the gradients
+arriving at the layer would underflow to zero in it.
 
     probe = PrecisionProbe(model, dtype=torch.float16)   # hooks every batch-norm layer
     ... forward, backward ...
