@@ -107,7 +107,7 @@ def hazard_markdown(exp, by_name: Mapping[str, list[Path]]) -> str:
         rows.append(f"| {exp.arms[name].label} | {len(tables)} | " + " | ".join(f"{v:.2e}" for v in frac.values()) + " |")
     if not rows:
         return ""
-    return ("\nHalf-precision hazards (fractions over every logged step, norm layer and seed; the float is "
+    return ("\nNarrow-float hazards (fractions over every logged step, norm layer and seed; the float is "
             "the run's `train.log_precision`):\n\n| Arm | Runs | d² overflows | d² underflows to 0 | d² subnormal | "
             "one-pass variance > 10 % off | one-pass variance < 0 | gradient underflows |\n|---|---|---|---|---|---|---|---|\n"
             + "\n".join(rows) + "\n")
