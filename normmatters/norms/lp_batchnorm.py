@@ -230,8 +230,8 @@ class LpBatchNorm(nn.Module):
         else:
             y, mu, stat = self._batch_forward(x, n, sdt, acc)
             if self.exact_backward:  # straight-through: this forward's values, the float32 layer's gradient
-                exact = self._batch_forward(x.float(), n, torch.float32, torch.float32)[0]
-                y = exact.to(y.dtype) + (y - exact.to(y.dtype)).detach()
+                exact = self._batch_forward(x.float(), n, torch.float32, torch.float32)[0].to(y.dtype)
+                y = exact + (y - exact).detach()
         if self.training and self.track_running_stats:
             self._update_running(mu, stat, n, factor)
         return y

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from normmatters import checks, data, models, norms, optim
+from normmatters.norms.precision import NARROW_DTYPES
 
 from .build import AUTOCAST, DEVICES
 
@@ -41,7 +42,7 @@ def validate(cfg) -> None:
     checks.boolean("train.sync_norm", cfg.train.get("sync_norm"), nullable=True)
     checks.boolean("train.flush_denormal", cfg.train.get("flush_denormal"), nullable=True)
     checks.one_of("train.log_precision", cfg.train.get("log_precision"),
-                  (None, "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"))
+                  (None, *(str(d).removeprefix("torch.") for d in NARROW_DTYPES)))
     if cfg.train.grad_clip is not None:
         checks.number("train.grad_clip", cfg.train.grad_clip, above=0)
     writable_root(Path(cfg.out_root))
