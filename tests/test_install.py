@@ -16,14 +16,26 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("NM_TEST_INSTA
                                                    reason="installs a fresh environment; set NM_TEST_INSTALL=1")]
 
 
+NEEDS_GB = 8  # the venv (a CUDA build of torch, ~5.5 GB) plus the project copy and pip's unpacking
+
+
 def test_fresh_environment_from_pyproject_trains_a_smoke_run(tiny_cifar, tmp_path):
+    free_gb = shutil.disk_usage(tmp_path).free / 2**30
+    assert free_gb > NEEDS_GB, f"the fresh install needs about {NEEDS_GB} GB free in {tmp_path}; {free_gb:.1f} GB is"
+    env_dir = tmp_path / "env"
+    try:
+        _install_and_train(tiny_cifar, tmp_path, env_dir)
+    finally:  # pytest keeps the last three temp dirs; a 5 GB venv in each fills a disk
+        shutil.rmtree(env_dir, ignore_errors=True)
+
+
+def _install_and_train(tiny_cifar, tmp_path, env_dir):
     source = tmp_path / "project"  # a copy, so the install cannot see the developer's build files
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "results", "outputs", "*.egg-info",
                                                                 "__pycache__", ".pytest_cache"))
-    env_dir = tmp_path / "env"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", str(source)],
+    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-cache-dir", str(source)],
                              capture_output=True, text=True, timeout=1800)
     assert install.returncode == 0, install.stderr[-3000:]
 
