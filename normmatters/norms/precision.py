@@ -71,10 +71,11 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in FLOAT8 else dtype
 
 
-def rounder(dtype: torch.dtype):
+def rounder(dtype: torch.dtype, always: bool = False):
     """t ↦ t rounded to ``dtype`` and back to float32 for the 8-bit floats (PyTorch's conversion:
-    round to nearest even; e4m3fn saturates at ±448, e5m2 overflows to inf); the identity otherwise."""
-    if dtype not in FLOAT8:
+    round to nearest even; e4m3fn saturates at ±448, e5m2 overflows to inf); the identity otherwise,
+    since float16/bfloat16 tensors round themselves — unless ``always`` (float32 inputs to round)."""
+    if dtype not in FLOAT8 and not always:
         return lambda t: t
     return lambda t: t.to(dtype).to(torch.float32)
 

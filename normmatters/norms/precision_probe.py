@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .lp_batchnorm import LpBatchNorm
+from .precision import rounder
 
 COUNTS = ("values", "square_overflow", "square_underflow", "square_subnormal", "channels", "onepass_bad",
           "onepass_negative", "grads", "grad_underflow")
@@ -65,7 +66,7 @@ class PrecisionProbe:
         accumulation left wide, the favourable case), against the two-pass variance in float64."""
         true = x.double().var(red, unbiased=False)
         # each step exact in float32, then rounded: what the narrow float's own op gives (float8 has no CPU ops)
-        r = lambda t: t.to(self.dtype).float()  # noqa: E731
+        r = rounder(self.dtype, always=True)
         narrow = r(x)
         mean_sq = r(r(narrow * narrow).mean(red))
         mean = r(narrow.mean(red))
