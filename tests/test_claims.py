@@ -124,10 +124,15 @@ def test_paper_report_has_a_row_per_claim_with_the_verdicts(tmp_path):
     assert "![norms_resnet20_cpu/lp_bn.png](norms_resnet20_cpu/lp_bn.png)" in text
     formats = load_experiment("float_formats")  # claims beyond the paper: no paper number, shown as "–"
     ff_dir = tmp_path / "float_formats_cpu"
-    write_claims_report(formats, {formats.arms[name].label: [make_run(ff_dir / f"{name}_s{s}", s, [60, 50, 40, 30 + s])
-                                                             for s in range(3)] for name in ("l2", "l2_bf16")}, ff_dir)
-    bf16 = next(r for r in paper_report(tmp_path).splitlines() if "L2 BN survives bfloat16 statistics" in r)
+    found = {formats.arms[name].label: [make_run(ff_dir / f"{name}_s{s}", s, [60, 50, 40, 30 + s]) for s in range(3)]
+             for name in ("l2", "l2_bf16")}
+    found[formats.arms["l2_e5m2"].label] = [make_run(ff_dir / "l2_e5m2_s0", 0, [90, 90, 90, 88])]  # one seed: no CI
+    write_claims_report(formats, found, ff_dir)
+    lines = paper_report(tmp_path).splitlines()
+    bf16 = next(r for r in lines if "L2 BN survives bfloat16 statistics" in r)
     assert bf16.split(" | ")[2] == "–" and "nan" not in bf16 and "**HOLDS**" in bf16
+    e5m2 = next(r for r in lines if "L2 BN survives float8 e5m2 statistics" in r)
+    assert "+58.00 (no CI: one seed)" in e5m2 and "nan" not in e5m2 and "**NOT RUN**" in e5m2
 
 
 def test_norms_notebook_executes_on_logged_and_on_committed_runs(tmp_path):
