@@ -128,6 +128,7 @@ def test_paper_report_has_a_row_per_claim_with_the_verdicts(tmp_path):
              for name in ("l2", "l2_bf16")}
     found[formats.arms["l2_e5m2"].label] = [make_run(ff_dir / "l2_e5m2_s0", 0, [90, 90, 90, 88])]  # one seed: no CI
     write_claims_report(formats, found, ff_dir)
+    assert "| beyond §4: L2 BN survives bfloat16 statistics | – |" in (ff_dir / "claims.md").read_text()
     lines = paper_report(tmp_path).splitlines()
     bf16 = next(r for r in lines if "L2 BN survives bfloat16 statistics" in r)
     assert bf16.split(" | ")[2] == "–" and "nan" not in bf16 and "**HOLDS**" in bf16

@@ -62,7 +62,8 @@ def claims_table_markdown(claims: pd.DataFrame) -> str:
         gap = (f"{r.n_failed} of {r.n} seeds fail" if r.metric == "failure"
                else f"{_fmt(r.gap_mean, True)} [{_fmt(r.ci_low, True)}, {_fmt(r.ci_high, True)}]")
         rule = {"equal": f"within ±{r.margin:g}", "worse": "> 0", "better": "< 0", "fails": "most seeds fail"}[r.expect]
-        lines.append(f"| {r.section} {r.claim} | {r.paper} | {r.arm} − {r.against} ({r.metric.replace('_', ' ')}) | "
+        paper = r.paper if isinstance(r.paper, str) and r.paper else "–"  # a claim beyond the paper has none
+        lines.append(f"| {r.section}: {r.claim} | {paper} | {r.arm} − {r.against} ({r.metric.replace('_', ' ')}) | "
                      f"{r.n} | {gap} | **{r.verdict}** (expected {rule}) |")
     return "\n".join(lines) + "\n"
 
