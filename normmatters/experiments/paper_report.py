@@ -15,6 +15,7 @@ from normmatters import runs
 from .claims import FAILS, HOLDS, INCONCLUSIVE, MIN_EFFECT, NOT_RUN
 from .compose import experiment_dirs
 from .definition import discover, experiment_names, load_experiment
+from .report import paper_cell
 
 # §2's arms as the weight-decay claims table names them, with the poster's verdict and number
 WD_CLAIMS = [
@@ -89,8 +90,7 @@ def _claims_rows(exp_dir: Path, exp) -> list[dict]:
             ours = f"{r.arm} − {r.against}: {r.gap_mean:+.2f} {_ci(r.ci_low, r.ci_high)} points ({r.metric}, {r.n} seeds)"
         else:
             ours = "–"
-        paper = r.paper if isinstance(r.paper, str) and r.paper else "–"  # a claim beyond the paper has none
-        rows.append(dict(section=r.section, claim=r.claim, paper=paper, ours=f"{ours}; {scale}",
+        rows.append(dict(section=r.section, claim=r.claim, paper=paper_cell(r.paper), ours=f"{ours}; {scale}",
                          criterion=_criterion(r), verdict=r.verdict, source=f"{exp_dir.name}/claims.md"))
     return rows
 

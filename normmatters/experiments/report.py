@@ -55,6 +55,11 @@ def _fmt(x, sign: bool = False) -> str:
     return "–" if x is None or x != x else (f"{x:+.2f}" if sign else f"{x:.2f}")
 
 
+def paper_cell(paper) -> str:
+    """The paper's number for a claim, or "–" for a claim beyond the paper (an empty or NaN cell)."""
+    return paper if isinstance(paper, str) and paper else "–"
+
+
 def claims_table_markdown(claims: pd.DataFrame) -> str:
     lines = ["| Claim (PAPER.md) | Paper | Arm − against | Seeds | Mean gap (points) [95 % CI] | Verdict |",
              "|---|---|---|---|---|---|"]
@@ -62,8 +67,7 @@ def claims_table_markdown(claims: pd.DataFrame) -> str:
         gap = (f"{r.n_failed} of {r.n} seeds fail" if r.metric == "failure"
                else f"{_fmt(r.gap_mean, True)} [{_fmt(r.ci_low, True)}, {_fmt(r.ci_high, True)}]")
         rule = {"equal": f"within ±{r.margin:g}", "worse": "> 0", "better": "< 0", "fails": "most seeds fail"}[r.expect]
-        paper = r.paper if isinstance(r.paper, str) and r.paper else "–"  # a claim beyond the paper has none
-        lines.append(f"| {r.section}: {r.claim} | {paper} | {r.arm} − {r.against} ({r.metric.replace('_', ' ')}) | "
+        lines.append(f"| {r.section}: {r.claim} | {paper_cell(r.paper)} | {r.arm} − {r.against} ({r.metric.replace('_', ' ')}) | "
                      f"{r.n} | {gap} | **{r.verdict}** (expected {rule}) |")
     return "\n".join(lines) + "\n"
 
