@@ -209,7 +209,7 @@ def test_markdown_table(arms):
     assert "| WD on | 2 | 90.50 ± 0.14 [90.40, 90.60] | 90.5 | – | – | reference | reference |" in text
     assert "| WD off | 2 | 89.30 ± 0.14 [89.20, 89.40] | 89.3 | -1.20 [-1.20, -1.20] | 1.20 (6) | below WD on (" in text
     assert "| below WD on ✓ |" in text and "| matches WD on ✗ |" in text
-    assert "| Norm schedule | 2 (1 diverged) | 90.30 ± – [90.30, 90.30] | 90.3 | -0.10 [–, –] | " in text
+    assert "| Norm schedule | 2 (1 diverged) | 90.30 ± – [90.30, 90.30] | 90.3 | -0.10 (no CI: one seed) | " in text
     rule = lines[-1]
     assert rule.startswith("Rule:") and "±0.6 points" in rule and "1.0 point" in rule and "after epoch 2" in rule
 

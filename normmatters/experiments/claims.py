@@ -29,6 +29,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from normmatters import runs
+from normmatters.paired import gap_stats
 
 METRICS = ("final_error", "early_error", "failure")
 EXPECTS = ("equal", "worse", "better", "fails")
@@ -135,19 +136,6 @@ def run_metrics(run_dir: Path) -> dict:
 
 # ----------------------------------------------------------------------------- verdicts
 
-def t_interval(gaps: np.ndarray) -> tuple[float, float, float, float]:
-    """mean, sd, and the 95 % t-interval of the mean (NaN for fewer than 2 values)."""
-    from scipy import stats
-
-    n = len(gaps)
-    mean = float(gaps.mean()) if n else math.nan
-    if n < 2:
-        return mean, math.nan, math.nan, math.nan
-    sd = float(gaps.std(ddof=1))
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return mean, sd, mean - half, mean + half
-
-
 def decide(claim: Claim, low: float, high: float, failures: int, n: int) -> str:
     if n < MIN_SEEDS:
         return NOT_RUN
@@ -172,7 +160,7 @@ def evaluate(claim: Claim, arm_dirs: Mapping[str, Iterable[Path]]) -> dict:
     gaps = np.array([m_arm[s][metric] - m_base[s][metric] for s in seeds], dtype=float)
     failed = [s for s in seeds if m_arm[s]["diverged"] or
               m_arm[s]["final_error"] >= m_base[s]["final_error"] + FAIL_POINTS]
-    mean, sd, low, high = t_interval(gaps)
+    mean, sd, low, high = gap_stats(gaps)
     return {"id": claim.id, "section": claim.section, "claim": claim.claim, "paper": claim.paper, "arm": claim.arm,
             "against": claim.against, "metric": claim.metric, "expect": claim.expect, "margin": claim.margin,
             "n": len(seeds), "seeds": seeds, "gaps": [round(float(g), 4) for g in gaps],

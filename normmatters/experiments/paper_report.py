@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
@@ -15,6 +14,7 @@ from normmatters import runs
 from .claims import FAILS, HOLDS, INCONCLUSIVE, MIN_EFFECT, NOT_RUN
 from .compose import experiment_dirs
 from .definition import discover, experiment_names, load_experiment
+from ..paired import gap_text
 from .report import paper_cell
 
 # §2's arms as the weight-decay claims table names them, with the poster's verdict and number
@@ -53,7 +53,7 @@ def _wd_rows(exp_dir: Path) -> list[dict]:
             rows.append(dict(section=section, claim=claim, paper=paper, ours="–", criterion=WD_RULE, verdict=NOT_RUN))
             continue
         r = table.loc[arm]
-        ours = (f"gap {r.gap_mean:+.2f} {_ci(r.ci_low, r.ci_high)} points over {int(r.n_paired)} seeds; "
+        ours = (f"gap {gap_text(r.gap_mean, r.ci_low, r.ci_high)} points over {int(r.n_paired)} seeds; "
                 f"{r.final_mean:.2f} ± {r.final_std:.2f} % ({_scale(some_run)})")
         verdict = str(r.verdict)
         if int(r.n_paired) < 2:
@@ -67,10 +67,6 @@ def _wd_rows(exp_dir: Path) -> list[dict]:
         rows.append(dict(section=section, claim=claim, paper=paper, ours=ours, criterion=WD_RULE, verdict=outcome,
                          source=f"{exp_dir.name}/claims.md"))
     return rows
-
-
-def _ci(low: float, high: float) -> str:
-    return f"[{low:+.2f}, {high:+.2f}]" if np.isfinite(low) and np.isfinite(high) else "(no CI: one seed)"
 
 
 def _criterion(r) -> str:
@@ -87,7 +83,7 @@ def _claims_rows(exp_dir: Path, exp) -> list[dict]:
         if r.metric == "failure":
             ours = f"{r.n_failed} of {r.n} seeds fail"
         elif r.n:
-            ours = f"{r.arm} − {r.against}: {r.gap_mean:+.2f} {_ci(r.ci_low, r.ci_high)} points ({r.metric}, {r.n} seeds)"
+            ours = f"{r.arm} − {r.against}: {gap_text(r.gap_mean, r.ci_low, r.ci_high)} points ({r.metric}, {r.n} seeds)"
         else:
             ours = "–"
         rows.append(dict(section=r.section, claim=r.claim, paper=paper_cell(r.paper), ours=f"{ours}; {scale}",

@@ -15,6 +15,7 @@ from normmatters.experiments import claims as claims_mod
 from normmatters.experiments.definition import by_arm_name
 from normmatters.plots.equilibrium import plot_equilibrium
 from normmatters.plots.error_curves import plot_error_curves
+from normmatters.paired import gap_text
 from normmatters.runs import atomic_write_bytes
 
 STABLE = {"pdf": {"CreationDate": None}}  # no creation date in a PDF: a regenerated figure is byte-identical
@@ -51,8 +52,8 @@ def write_wd_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) -> l
     return [*written, table_md, table_csv]
 
 
-def _fmt(x, sign: bool = False) -> str:
-    return "–" if x is None or x != x else (f"{x:+.2f}" if sign else f"{x:.2f}")
+def _fmt(x) -> str:
+    return "–" if x is None or x != x else f"{x:.2f}"
 
 
 def paper_cell(paper) -> str:
@@ -65,7 +66,7 @@ def claims_table_markdown(claims: pd.DataFrame) -> str:
              "|---|---|---|---|---|---|"]
     for r in claims.itertuples():
         gap = (f"{r.n_failed} of {r.n} seeds fail" if r.metric == "failure"
-               else f"{_fmt(r.gap_mean, True)} [{_fmt(r.ci_low, True)}, {_fmt(r.ci_high, True)}]")
+               else gap_text(r.gap_mean, r.ci_low, r.ci_high))
         rule = {"equal": f"within ±{r.margin:g}", "worse": "> 0", "better": "< 0", "fails": "most seeds fail"}[r.expect]
         lines.append(f"| {r.section}: {r.claim} | {paper_cell(r.paper)} | {r.arm} − {r.against} ({r.metric.replace('_', ' ')}) | "
                      f"{r.n} | {gap} | **{r.verdict}** (expected {rule}) |")

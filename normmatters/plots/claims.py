@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from .wd_figure import (LR_CORRECTION, NORM_SCHEDULE, PAPER_FINAL, WD_OFF, WD_ON, ArmCurves, _seed_key,
-                        load_arms, lr_milestones, paired_seeds, seed_text, t_interval)
+                        load_arms, lr_milestones, paired_seeds, seed_text)
+from ..paired import gap_stats, gap_text
 
 MARGIN = 0.6
 TRACK_TOL = 1.0
@@ -54,12 +55,9 @@ def first_milestone(reference: ArmCurves) -> float | None:
 
 def gap_interval(gaps: Iterable[float]) -> dict:
     """Mean, sample sd, n and 95 % t-interval of paired gaps (NaN where n is too small)."""
-    g = np.asarray(list(gaps), dtype=float)
-    n = len(g)
-    mean = float(g.mean()) if n else math.nan
-    sd = float(g.std(ddof=1)) if n > 1 else math.nan
-    low, high = t_interval(mean, sd, n)
-    return {"n_paired": n, "gap_mean": mean, "gap_sd": sd, "ci_low": float(low), "ci_high": float(high)}
+    g = list(gaps)
+    mean, sd, low, high = gap_stats(g)
+    return {"n_paired": len(g), "gap_mean": mean, "gap_sd": sd, "ci_low": low, "ci_high": high}
 
 
 def tracking_gap(arm: ArmCurves, ref: ArmCurves, seeds: list, cut: float | None) -> tuple[float, float]:
@@ -174,8 +172,7 @@ def _markdown_row(arm: str, r: pd.Series, digits: int) -> str:
     if arm == WD_ON:
         gap = track = "–"
     else:
-        gap = (f"{_fmt(r['gap_mean'], digits, sign=True)} "
-               f"[{_fmt(r['ci_low'], digits, sign=True)}, {_fmt(r['ci_high'], digits, sign=True)}]")
+        gap = gap_text(r["gap_mean"], r["ci_low"], r["ci_high"], digits)
         track = _fmt(r["track_gap"], digits) + (
             f" ({int(r['track_gap_epoch'])})" if np.isfinite(r["track_gap"]) else "")
     verdict = r["verdict"] if r["verdict"] == REFERENCE else f"{r['verdict']} ({r['why']})"

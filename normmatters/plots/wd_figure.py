@@ -27,9 +27,9 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from scipy import stats as sstats
 
 from normmatters import runs
+from normmatters.paired import t_interval
 
 WD_ON, WD_OFF, LR_CORRECTION, NORM_SCHEDULE = "WD on", "WD off", "WD off + LR correction", "Norm schedule"
 ARMS = (WD_ON, WD_OFF, LR_CORRECTION, NORM_SCHEDULE)
@@ -169,15 +169,6 @@ def arm_colors(labels: Iterable[str]) -> dict[str, str]:
 
 
 # --- pairing by seed ---------------------------------------------------------------------------
-
-def t_interval(mean, sd, n, level: float = 0.95):
-    """Two-sided t-interval of a mean: mean ± t_{(1+level)/2, n−1}·sd/√n (NaN where n < 2)."""
-    mean, sd, n = (np.asarray(x, dtype=float) for x in (mean, sd, n))
-    ok = n >= 2
-    t = np.where(ok, sstats.t.ppf((1 + level) / 2, np.where(ok, n - 1, 1)), np.nan)
-    half = t * sd / np.sqrt(np.where(ok, n, np.nan))
-    return mean - half, mean + half
-
 
 def paired_seeds(arm: ArmCurves, ref: ArmCurves) -> list:
     """Seeds where both the arm's run and the reference's run finished."""
