@@ -324,6 +324,26 @@ def test_ghost_topk_steady_state_is_a_third_of_c_t_unless_the_constant_is_applie
         assert 0.3 < 0.25 / (1 - c * 0.75) < 0.35
 
 
+@pytest.mark.parametrize("constant", ["twice", "once"])
+def test_ghost_topk_without_its_average_is_plain_topk(constant):
+    """β = 0 leaves m_t = C·T_t either way: the ghost layer's only difference from Top-10 is its average
+    (so the constant-once arm differs from Top-10 by the moving average alone)."""
+    from normmatters.norms import build_norm
+
+    torch.manual_seed(2)
+    x = torch.randn(6, 3, 4, 4, dtype=torch.float64)
+    outs, grads = [], []
+    for layer in (build_norm("topk", 3, dtype=torch.float64),
+                  build_norm("topk", 3, ghost_beta=0.0, ghost_constant=constant, dtype=torch.float64)):
+        xx = x.clone().requires_grad_()
+        y = layer.train()(xx)
+        (y * torch.linspace(-1, 1, y.numel(), dtype=torch.float64).view_as(y)).sum().backward()
+        outs.append(y.detach())
+        grads.append(xx.grad)
+    torch.testing.assert_close(outs[1], outs[0])
+    torch.testing.assert_close(grads[1], grads[0])
+
+
 def test_ghost_beta_is_refused_outside_topk():
     from normmatters.norms import build_norm
 
