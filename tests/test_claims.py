@@ -128,12 +128,14 @@ def test_paper_report_has_a_row_per_claim_with_the_verdicts(tmp_path):
              for name in ("l2", "l2_bf16")}
     found[formats.arms["l2_e5m2"].label] = [make_run(ff_dir / "l2_e5m2_s0", 0, [90, 90, 90, 88])]  # one seed: no CI
     write_claims_report(formats, found, ff_dir)
-    assert "| beyond §4: L2 BN survives bfloat16 statistics | – |" in (ff_dir / "claims.md").read_text()
+    claims_md = (ff_dir / "claims.md").read_text()
+    assert "| beyond §4: L2 BN survives bfloat16 statistics | – |" in claims_md
+    assert "(final error) | 1 | +58.00 (no CI: one seed) | **NOT RUN**" in claims_md and "[–, –]" not in claims_md
     lines = paper_report(tmp_path).splitlines()
     bf16 = next(r for r in lines if "L2 BN survives bfloat16 statistics" in r)
     assert bf16.split(" | ")[2] == "–" and "nan" not in bf16 and "**HOLDS**" in bf16
     e5m2 = next(r for r in lines if "L2 BN survives float8 e5m2 statistics" in r)
-    assert "+58.00 (no CI: one seed)" in e5m2 and "nan" not in e5m2 and "**NOT RUN**" in e5m2
+    assert "+58.00 (no CI: one seed) points (final_error, 1 seed)" in e5m2 and "nan" not in e5m2 and "**NOT RUN**" in e5m2
 
 
 def test_norms_notebook_executes_on_logged_and_on_committed_runs(tmp_path):

@@ -53,7 +53,7 @@ def _wd_rows(exp_dir: Path) -> list[dict]:
             rows.append(dict(section=section, claim=claim, paper=paper, ours="–", criterion=WD_RULE, verdict=NOT_RUN))
             continue
         r = table.loc[arm]
-        ours = (f"gap {gap_text(r.gap_mean, r.ci_low, r.ci_high)} points over {int(r.n_paired)} seeds; "
+        ours = (f"gap {gap_text(r.gap_mean, r.ci_low, r.ci_high)} points over {_seeds(r.n_paired)}; "
                 f"{r.final_mean:.2f} ± {r.final_std:.2f} % ({_scale(some_run)})")
         verdict = str(r.verdict)
         if int(r.n_paired) < 2:
@@ -69,6 +69,10 @@ def _wd_rows(exp_dir: Path) -> list[dict]:
     return rows
 
 
+def _seeds(n) -> str:
+    return f"{int(n)} seed" + ("" if int(n) == 1 else "s")
+
+
 def _criterion(r) -> str:
     return {"equal": f"paired gap CI within ±{r.margin:g} points", "worse": f"CI > 0 (no effect: CI < +{MIN_EFFECT})",
             "better": f"CI < 0 (no effect: CI > −{MIN_EFFECT})", "fails": "most seeds diverge or end ≥ 10 points worse"}[r.expect]
@@ -81,9 +85,9 @@ def _claims_rows(exp_dir: Path, exp) -> list[dict]:
     rows = []
     for r in table.itertuples():
         if r.metric == "failure":
-            ours = f"{r.n_failed} of {r.n} seeds fail"
+            ours = f"{r.n_failed} of {_seeds(r.n)} fail"
         elif r.n:
-            ours = f"{r.arm} − {r.against}: {gap_text(r.gap_mean, r.ci_low, r.ci_high)} points ({r.metric}, {r.n} seeds)"
+            ours = f"{r.arm} − {r.against}: {gap_text(r.gap_mean, r.ci_low, r.ci_high)} points ({r.metric}, {_seeds(r.n)})"
         else:
             ours = "–"
         rows.append(dict(section=r.section, claim=r.claim, paper=paper_cell(r.paper), ours=f"{ours}; {scale}",
