@@ -197,3 +197,15 @@ def test_report_tabulates_half_precision_hazards(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| L2 BN (fp32) | 2 |"))
     # 20 overflows in 4000 values, 20 underflows, 8 bad of 32 channels, 2 gradient underflows in 2000
     assert row == "| L2 BN (fp32) | 2 | 5.00e-03 | 5.00e-03 | 0.00e+00 | 2.50e-01 | 0.00e+00 | 1.00e-03 |"
+
+
+def test_error_curves_give_each_of_nine_arms_its_own_colour(tmp_path):
+    """float8_statistics_only has 9 arms: no two lines may share a colour."""
+    from matplotlib.colors import to_hex
+
+    from normmatters.plots.error_curves import plot_error_curves
+
+    arms_ = {f"arm {i}": [make_run(tmp_path / f"a{i}_s0", 0, [60 - i, 50 - i])] for i in range(9)}
+    fig = plot_error_curves(arms_)
+    colours = [to_hex(line.get_color()) for line in fig.axes[0].get_lines()]
+    assert len(colours) == 9 and len(set(colours)) == 9

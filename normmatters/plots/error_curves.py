@@ -13,7 +13,9 @@ import pandas as pd  # noqa: E402
 
 from normmatters import runs  # noqa: E402
 
-COLORS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf", "#999999")
+# distinct colours for up to 12 arms (the largest panel has 9), then repeated
+COLORS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf", "#999999",
+          "#17becf", "#bcbd22", "#000000", "#1f3a93")
 
 
 def _error(run_dir: Path) -> pd.Series:
@@ -25,7 +27,7 @@ def _error(run_dir: Path) -> pd.Series:
 def plot_error_curves(arms: Mapping[str, Iterable[Path]], title: str = "") -> plt.Figure:
     """``arms``: {label: run dirs}. Runs that are neither finished nor diverged are left out."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for (label, dirs), color in zip(arms.items(), COLORS * 4):
+    for (label, dirs), color in zip(arms.items(), COLORS * (1 + len(arms) // len(COLORS))):
         dirs = [Path(d) for d in dirs if runs.has_table(d, "epochs")]
         done = [d for d in dirs if runs.status(d) == "finished"]
         if done:
