@@ -31,14 +31,24 @@ def gap_stats(gaps: Iterable[float]) -> tuple[float, float, float, float]:
     return mean, sd, float(low), float(high)
 
 
+def number_text(x, digits: int = 2, sign: bool = False) -> str:
+    """A report's number: '0.12' (or '+0.12' with sign), '–' for a missing or non-finite one."""
+    if not _finite(x):
+        return "–"
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
 def gap_text(mean: float, low: float, high: float, digits: int = 2) -> str:
     """'+0.12 [-0.30, +0.54]'; '+0.12 (no CI: one seed)'; '–' with no paired seed."""
     if not _finite(mean):
         return "–"
     if not (_finite(low) and _finite(high)):
-        return f"{mean:+.{digits}f} (no CI: one seed)"
-    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+        return f"{number_text(mean, digits, True)} (no CI: one seed)"
+    return f"{number_text(mean, digits, True)} [{number_text(low, digits, True)}, {number_text(high, digits, True)}]"
 
 
 def _finite(x) -> bool:
-    return x is not None and bool(np.isfinite(float(x)))
+    try:
+        return x is not None and bool(np.isfinite(float(x)))
+    except (TypeError, ValueError):
+        return False

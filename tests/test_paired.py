@@ -27,3 +27,11 @@ def test_gap_text():
     assert gap_text(-1.0, -2.5, 0.25, digits=1) == "-1.0 [-2.5, +0.2]"
     assert gap_text(0.5, math.nan, math.nan) == "+0.50 (no CI: one seed)"
     assert gap_text(math.nan, math.nan, math.nan) == "–"
+
+
+def test_number_text():
+    from normmatters.paired import number_text
+
+    assert number_text(38.5) == "38.50" and number_text(3) == "3.00"
+    assert number_text(1.5, 1, sign=True) == "+1.5" and number_text(-0.25, sign=True) == "-0.25"
+    assert number_text(None) == "–" and number_text(math.nan) == "–" and number_text(math.inf) == "–"

@@ -15,7 +15,7 @@ from normmatters.experiments import claims as claims_mod
 from normmatters.experiments.definition import by_arm_name
 from normmatters.plots.equilibrium import plot_equilibrium
 from normmatters.plots.error_curves import plot_error_curves
-from normmatters.paired import gap_text
+from normmatters.paired import gap_text, number_text
 from normmatters.runs import atomic_write_bytes
 
 STABLE = {"pdf": {"CreationDate": None}}  # no creation date in a PDF: a regenerated figure is byte-identical
@@ -50,10 +50,6 @@ def write_wd_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) -> l
     atomic_write_bytes(table_md, lambda p: Path(p).write_text(text + "\n"))
     atomic_write_bytes(table_csv, lambda p: claims.to_csv(p))
     return [*written, table_md, table_csv]
-
-
-def _fmt(x) -> str:
-    return "–" if x is None or x != x else f"{x:.2f}"
 
 
 def paper_cell(paper) -> str:
@@ -93,8 +89,8 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     lines = ["| Arm | Runs done (diverged) | Final test error (%) mean ± sd | Early error (%) | Seconds / epoch |",
              "|---|---|---|---|---|"]
     for r in summary.itertuples():
-        lines.append(f"| {r.label} | {r.done} ({r.diverged}) | {_fmt(r.final_error_mean)} ± {_fmt(r.final_error_sd)} | "
-                     f"{_fmt(r.early_error_mean)} | {_fmt(r.seconds_per_epoch)} |")
+        lines.append(f"| {r.label} | {r.done} ({r.diverged}) | {number_text(r.final_error_mean)} ± {number_text(r.final_error_sd)} | "
+                     f"{number_text(r.early_error_mean)} | {number_text(r.seconds_per_epoch)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 from .wd_figure import (LR_CORRECTION, NORM_SCHEDULE, PAPER_FINAL, WD_OFF, WD_ON, ArmCurves, _seed_key,
                         load_arms, lr_milestones, paired_seeds, seed_text)
-from ..paired import gap_stats, gap_text
+from ..paired import gap_stats, gap_text, number_text
 
 MARGIN = 0.6
 TRACK_TOL = 1.0
@@ -152,12 +152,6 @@ def wd_claims(arms: Mapping[str, Iterable[str | Path]], milestone: float | None 
     return frame
 
 
-def _fmt(x, digits: int = 2, sign: bool = False) -> str:
-    if x is None or (isinstance(x, (float, np.floating)) and not np.isfinite(x)):
-        return "–"
-    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
-
-
 def _epoch_text(m) -> str:
     return f"{int(m)}" if float(m).is_integer() else f"{m}"
 
@@ -167,19 +161,19 @@ def _markdown_row(arm: str, r: pd.Series, digits: int) -> str:
     seeds = f"{r['n_seeds']}" + (f" ({', '.join(notes)})" if notes else "")
     if arm != WD_ON and r["n_paired"] != r["n_seeds"] - r["n_diverged"] - r["n_unfinished"]:
         seeds += f", {r['n_paired']} paired"
-    acc = (f"{_fmt(r['final_mean'], digits)} ± {_fmt(r['final_std'], digits)} "
-           f"[{_fmt(r['final_min'], digits)}, {_fmt(r['final_max'], digits)}]")
+    acc = (f"{number_text(r['final_mean'], digits)} ± {number_text(r['final_std'], digits)} "
+           f"[{number_text(r['final_min'], digits)}, {number_text(r['final_max'], digits)}]")
     if arm == WD_ON:
         gap = track = "–"
     else:
         gap = gap_text(r["gap_mean"], r["ci_low"], r["ci_high"], digits)
-        track = _fmt(r["track_gap"], digits) + (
+        track = number_text(r["track_gap"], digits) + (
             f" ({int(r['track_gap_epoch'])})" if np.isfinite(r["track_gap"]) else "")
     verdict = r["verdict"] if r["verdict"] == REFERENCE else f"{r['verdict']} ({r['why']})"
     paper = r["paper_verdict"] or "–"
     if r["agrees_with_paper"] is not None and not pd.isna(r["agrees_with_paper"]):
         paper += " ✓" if r["agrees_with_paper"] else " ✗"
-    return f"| {arm} | {seeds} | {acc} | {_fmt(r['paper_final'], 1)} | {gap} | {track} | {verdict} | {paper} |"
+    return f"| {arm} | {seeds} | {acc} | {number_text(r['paper_final'], 1)} | {gap} | {track} | {verdict} | {paper} |"
 
 
 def claims_markdown(claims: pd.DataFrame, digits: int = 2) -> str:
@@ -227,5 +221,5 @@ def paired_markdown(gaps: pd.DataFrame, digits: int = 2) -> str:
     head = "| Arm | " + " | ".join(f"seed {c}" if c != "mean" else "mean" for c in cols) + " |"
     lines = [head, "|---|" + "---|" * len(cols)]
     for arm, row in gaps.iterrows():
-        lines.append(f"| {arm} | " + " | ".join(_fmt(row[c], digits, sign=True) for c in cols) + " |")
+        lines.append(f"| {arm} | " + " | ".join(number_text(row[c], digits, sign=True) for c in cols) + " |")
     return "\n".join(lines) + "\n"
