@@ -3,11 +3,18 @@
     python scripts/reproduce.py --list
     python scripts/reproduce.py --experiment wd_vgg11[,norms_cifar] --profile cpu --seeds 0-3 [--arms a,b] [--dry-run]
                                 [--out-root outputs] [hydra overrides ...]
+    python scripts/reproduce.py --experiment norms_cifar --profile cpu --plan-seeds --out-root results [--dry-run]
+    python scripts/reproduce.py --experiment norms_cifar --profile cpu --planned [--seeds 3,5,7] --out-root results
 
 Runs every arm and seed in dependency order (an arm after the arms it needs, same seed), skips
 finished runs, resumes interrupted ones, goes on after a failed one, prints "run i/N" with a time
 estimate, then writes the report beside the runs and REPORT.md (every claim of PAPER.md) in the
 out-root. --dry-run prints the plan and its cost only.
+
+--plan-seeds computes from the committed runs how many seeds each claim needs (its spread only,
+normmatters/experiments/seed_plan.py), prints the plan and its cost, and writes each arm's count
+into the experiment file (not with --dry-run); commit it before the runs. --planned then runs each
+arm only at the seeds below its planned count (all of them unless --seeds names some).
 """
 import argparse
 import os
@@ -18,7 +25,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 from normmatters.cli import run_or_exit  # noqa: E402
-from normmatters.experiments import definition, runner  # noqa: E402
+from normmatters.experiments import definition, runner, seed_plan  # noqa: E402
 from normmatters.experiments.compose import compose_train  # noqa: E402
 from normmatters.experiments.paper_report import write_paper_report  # noqa: E402
 from normmatters.experiments.report import REPORTS  # noqa: E402
@@ -45,7 +52,13 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument("--profile", default="auto", choices=PROFILES,
                         help="paper (GPU scale), cpu (2-core scale), smoke; auto = paper with CUDA, else cpu")
-    parser.add_argument("--seeds", type=seeds, default=[0, 1, 2], help="e.g. 0,1,2 or 0-7 (default 0,1,2)")
+    parser.add_argument("--seeds", type=seeds, default=None,
+                        help="e.g. 0,1,2 or 0-7 (default 0,1,2; with --planned, every planned seed)")
+    parser.add_argument("--plan-seeds", action="store_true",
+                        help="plan each arm's number of seeds from the committed runs' spread and write it "
+                             "into the experiment file")
+    parser.add_argument("--planned", action="store_true",
+                        help="run each arm only at the seeds below its count in the experiment file's seed plan")
     parser.add_argument("--arms", default=None, help="comma-separated arms (default: the experiment's arms)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated cost, run nothing")
     parser.add_argument("--out-root", default="outputs",
@@ -68,7 +81,7 @@ def main() -> int:
     failed = 0
     for name in names:
         failed += run_or_exit(one, name, profile, args)
-    if not args.dry_run and Path(args.out_root).is_dir():
+    if not (args.dry_run or args.plan_seeds) and Path(args.out_root).is_dir():
         print(f"wrote {write_paper_report(Path(args.out_root))}")
     return 1 if failed else 0
 
@@ -77,8 +90,21 @@ def one(name: str, profile: str, args) -> int:
     exp = definition.load_experiment(name)
     if exp.report and exp.report not in REPORTS:
         raise ValueError(f"experiment {name}: report={exp.report!r} is not valid; choose one of: {', '.join(REPORTS)}")
+    overrides = [f"out_root={args.out_root}", *args.overrides]
+    if args.plan_seeds:
+        return plan_seeds(exp, profile, overrides, args.dry_run)
+    counts = None
+    if args.planned:
+        counts = exp.seed_plan.get(profile)
+        if not counts:
+            raise ValueError(f"experiment {name} has no seed plan for profile {profile}; "
+                             f"make one with --plan-seeds (valid with --planned: {', '.join(exp.seed_plan) or 'none'})")
+    chosen = args.seeds if args.seeds is not None else list(range(max(counts.values()))) if counts else [0, 1, 2]
     arms = args.arms.split(",") if args.arms else None
-    jobs = runner.plan(exp, compose_train, profile, args.seeds, arms, [f"out_root={args.out_root}", *args.overrides])
+    jobs = runner.plan(exp, compose_train, profile, chosen, arms, overrides, counts)
+    if not jobs:
+        print(f"experiment {name}: nothing planned at seeds {chosen}")
+        return 0
     print(runner.describe_plan(exp, jobs, profile), flush=True)
     if args.dry_run:
         return 0
@@ -93,6 +119,23 @@ def one(name: str, profile: str, args) -> int:
               + "; ".join(f"{r.arm} seed {r.seed}: {r.status} {r.error}".strip() for r in bad.itertuples()),
               file=sys.stderr)
     return len(bad)
+
+
+def plan_seeds(exp, profile: str, overrides: list[str], dry_run: bool) -> int:
+    """Print the seed plan of ``exp`` from the runs where its runs live, and write it into its file."""
+    import datetime
+    import subprocess
+
+    exp_dir = runner.plan(exp, compose_train, profile, [0], exp.default_arms[:1], overrides)[0].run_dir.parent
+    plan = seed_plan.plan_experiment(exp, exp_dir, profile)
+    print(seed_plan.plan_text(plan), flush=True)
+    if not dry_run:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown commit"
+        note = f"from the runs in {exp_dir.name}/ at {commit}, {datetime.date.today()}"
+        seed_plan.write_plan(exp.path, profile, plan.arms, note)
+        print(f"wrote the seed plan into {exp.path}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ its report. Loaded and checked here, once; the runner (:mod:`.runner`) only exec
       cpu: [model.width=0.5]
     figures: {name: [arm, ...]}    # optional: one panel per entry (report `claims`)
     claims: [...]                  # optional: see normmatters.experiments.claims
+    seed_cap: {cpu: 10}            # optional: most seeds the seed plan may give an arm, per profile
+    seed_plan: {cpu: {l2: 10}}     # written by --plan-seeds (normmatters.experiments.seed_plan)
     arms:                          # run by default
       wd_on: {label: WD on, overrides: [experiment=wd_on]}
       wd_lr_correction: {label: ..., overrides: [...], needs: [wd_on]}   # same seed, runs after wd_on
@@ -32,7 +34,7 @@ from .claims import Claim, parse_claims
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "reproduce"
 KEYS = ("description", "report", "minutes_per_run", "overrides", "profile_overrides", "figures", "arms", "variants",
-        "claims")
+        "claims", "seed_cap", "seed_plan")
 ARM_KEYS = ("label", "overrides", "needs", "report")
 
 
@@ -58,6 +60,8 @@ class Experiment:
     arms: dict[str, Arm] = field(default_factory=dict)  # default arms first, then variants
     figures: dict[str, tuple[str, ...]] = field(default_factory=dict)
     claims: list[Claim] = field(default_factory=list)
+    seed_cap: dict[str, int] = field(default_factory=dict)
+    seed_plan: dict[str, dict[str, int]] = field(default_factory=dict)  # {profile: {arm: seeds}}
 
     @property
     def default_arms(self) -> list[str]:
@@ -132,7 +136,33 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     _check_acyclic(exp)
     exp.figures = _figures(exp, raw.get("figures"))
     exp.claims = parse_claims(exp.name, raw.get("claims"), exp.arms)
+    exp.seed_cap, exp.seed_plan = _seed_cap(exp.name, raw.get("seed_cap")), _seed_plan(exp, raw.get("seed_plan"))
     return exp
+
+
+def _seed_cap(exp: str, raw) -> dict[str, int]:
+    raw = OmegaConf.to_container(raw) if OmegaConf.is_config(raw) else (raw or {})
+    if not isinstance(raw, dict):
+        raise ValueError(f"experiment {exp}: seed_cap must map a profile to a number of seeds")
+    for profile, n in raw.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"experiment {exp}: seed_cap.{profile}={n!r} is not valid; it must be an integer >= 1")
+    return {str(k): int(v) for k, v in raw.items()}
+
+
+def _seed_plan(exp: Experiment, raw) -> dict[str, dict[str, int]]:
+    raw = OmegaConf.to_container(raw) if OmegaConf.is_config(raw) else (raw or {})
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ValueError(f"experiment {exp.name}: seed_plan must map a profile to {{arm: number of seeds}}")
+    for profile, counts in raw.items():
+        for arm, n in counts.items():
+            if arm not in exp.arms:
+                raise ValueError(f"experiment {exp.name}: seed_plan.{profile} names {arm!r}, not an arm; "
+                                 f"valid: {', '.join(exp.arms)}")
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"experiment {exp.name}: seed_plan.{profile}.{arm}={n!r} is not valid; "
+                                 "it must be an integer >= 1")
+    return {str(p): {str(a): int(n) for a, n in c.items()} for p, c in raw.items()}
 
 
 def _figures(exp: Experiment, raw) -> dict[str, tuple[str, ...]]:

@@ -13,6 +13,7 @@ Policy (He et al. 2015, "Delving deep into rectifiers"), applied by :func:`he_in
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import torch
@@ -20,7 +21,9 @@ import torch.nn as nn
 
 from normmatters.norms import build_norm
 
-__all__ = ["NormFactory", "he_init_", "init_norm_", "scale_channels"]
+__all__ = ["INITS", "NormFactory", "he_init_", "init_norm_", "scale_channels", "torch03_init_"]
+
+INITS = (None, "torch03")  # model.init: null = he_init_
 
 
 def scale_channels(channels: int, width: float) -> int:
@@ -81,3 +84,27 @@ def he_init_(model: nn.Module, norm_types: Iterable[type] = ()) -> nn.Module:
         # nn.Linear: PyTorch default initialization (see module docstring).
     return model
 
+
+
+@torch.no_grad()
+def torch03_init_(model: nn.Module, norm_types: Iterable[type] = ()) -> nn.Module:
+    """PyTorch 0.3's default initialization, which the authors' VGG (torch==0.3.0.post4) got because
+    it sets none: convolutions and linear layers U(±1/√fan_in) for weight and bias, fan_in = input
+    channels (per group) × kernel size; normalization layers weight U(0, 1), bias 0.
+
+    For a scale-invariant conv the initial per-channel norm sets the first epochs' effective LR
+    η/‖w‖²: here E‖w_c‖² = fan_in·(1/√fan_in)²/3 = 1/3, against 2·fan_in/fan_out under He fan-out."""
+    norm_types = tuple(t for t in norm_types if t is not nn.Identity)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            bound = 1.0 / math.sqrt(module.weight[0].numel())
+            nn.init.uniform_(module.weight, -bound, bound)
+            if module.bias is not None:
+                nn.init.uniform_(module.bias, -bound, bound)
+        elif norm_types and isinstance(module, norm_types):
+            weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+            if isinstance(weight, nn.Parameter):
+                nn.init.uniform_(weight, 0.0, 1.0)
+            if isinstance(bias, nn.Parameter):
+                nn.init.zeros_(bias)
+    return model

@@ -14,6 +14,11 @@ first and added to the weight once:
 or, with ``where="gradient"``, the factor enters before the buffer (d ← s ⊙ d, then the usual
 step). Without multipliers the step is ``torch.optim.SGD``'s own (the parent's ``step``), so a
 run that sets none is plain SGD, bit for bit.
+
+``zero_nan=True`` is the authors' NaN handling (their ``SGDWDMimic``): entries of a step that are NaN
+are set to zero, so those weights do not move. As there, the plain step zeroes them in the momentum
+buffer itself (their step is the buffer), the corrected step only in the step (the buffer keeps
+them). Where no entry is NaN the arithmetic is the same as without it, bit for bit.
 """
 from __future__ import annotations
 
@@ -25,8 +30,9 @@ WHERE = ("step", "gradient")
 class ChannelSGD(torch.optim.SGD):
     """``torch.optim.SGD`` plus :meth:`set_channel_lr`: per-channel LR multipliers for some parameters."""
 
-    def __init__(self, params, **kwargs):
+    def __init__(self, params, zero_nan: bool = False, **kwargs):
         super().__init__(params, **kwargs)
+        self.zero_nan = bool(zero_nan)
         self._channel_lr: dict[torch.nn.Parameter, tuple[torch.Tensor, str]] = {}
 
     def set_channel_lr(self, param: torch.nn.Parameter, scale: torch.Tensor, where: str = "step") -> None:
@@ -44,7 +50,7 @@ class ChannelSGD(torch.optim.SGD):
 
     @torch.no_grad()
     def step(self, closure=None):
-        if not self._channel_lr:
+        if not (self._channel_lr or self.zero_nan):
             return super().step(closure)
         loss = None
         if closure is not None:
@@ -75,6 +81,11 @@ class ChannelSGD(torch.optim.SGD):
                 buf.mul_(momentum).add_(d, alpha=1 - group["dampening"])
             d = d.add(buf, alpha=momentum) if group["nesterov"] else buf
         if scale is not None and where == "step":
-            p.addcmul_(d, scale, value=-group["lr"])
+            if self.zero_nan:  # the weight stays where the corrected step is NaN
+                p.copy_(torch.where(torch.isnan(d * scale), p, p.addcmul(d, scale, value=-group["lr"])))
+            else:
+                p.addcmul_(d, scale, value=-group["lr"])
         else:
+            if self.zero_nan:
+                d.masked_fill_(torch.isnan(d), 0.0)
             p.add_(d, alpha=-group["lr"])

@@ -24,5 +24,6 @@ def check_config(optim) -> None:
     # these keys existed (where they are absent) still compare equal
     checks.one_of("optim.lr_correction_mode", optim.get("lr_correction_mode"), (None, *LR_CORRECTION_MODES))
     checks.one_of("optim.reference_timing", optim.get("reference_timing"), (None, *REFERENCE_TIMINGS))
+    checks.boolean("optim.zero_nan", optim.get("zero_nan"), nullable=True)
     if optim.control != "none" and optim.reference is None:
         raise ValueError(f"optim.control={optim.control!r} needs optim.reference=<run dir of the reference (WD on) run>")

@@ -109,7 +109,8 @@ def build_optimizer(model: nn.Module, cfg: Any) -> ChannelSGD:
 
     Keys (dict or DictConfig): ``lr``, ``momentum`` (0.9), ``nesterov`` (False), ``weight_decay``
     (0), ``wd_scope`` ("all"), ``control`` ("none"; "norm_schedule" keeps the invariant group at
-    its base LR), and optionally ``invariant_lr_mult`` / ``invariant_wd_mult`` (1).
+    its base LR), ``zero_nan`` (False: the authors' NaN handling, see :class:`ChannelSGD`), and
+    optionally ``invariant_lr_mult`` / ``invariant_wd_mult`` (1).
     """
     control = str(cfg_get(cfg, "control", "none"))
     if control not in CONTROLS:
@@ -124,4 +125,4 @@ def build_optimizer(model: nn.Module, cfg: Any) -> ChannelSGD:
         invariant_wd_mult=float(cfg_get(cfg, "invariant_wd_mult", 1.0)),
         invariant_scheduled=control != "norm_schedule")
     return ChannelSGD(groups, lr=float(lr), momentum=float(cfg_get(cfg, "momentum", 0.9)),
-                           nesterov=bool(cfg_get(cfg, "nesterov", False)))
+                      nesterov=bool(cfg_get(cfg, "nesterov", False)), zero_nan=bool(cfg_get(cfg, "zero_nan", False)))

@@ -39,7 +39,7 @@ def norm_options(cfg) -> dict:
 
 def model_from_config(cfg, num_classes: int) -> torch.nn.Module:
     model = build_model(cfg.model.name, num_classes, norm=cfg.norm.kind,
-                        norm_options=norm_options(cfg), width=cfg.model.width)
+                        norm_options=norm_options(cfg), width=cfg.model.width, init=cfg.model.get("init"))
     if cfg.weight_norm.kind != "none":
         apply_weight_norm(model, cfg.weight_norm.kind, exclude=(model.classifier_name,),
                           **dict(cfg.weight_norm.options or {}))

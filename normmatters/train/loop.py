@@ -252,6 +252,7 @@ def _train_epoch(run: Run, epoch: int, stop: StopOnSignal) -> dict | None:
     total = torch.zeros(3, device=run.device)    # loss sum, correct, seen (kept on device: no sync)
     window = torch.zeros(3, device=run.device)
     epoch_lr = run.scheduled_lr()
+    stops = cfg.train.get("stop_on_nonfinite") is not False  # false: train on through NaN (the authors' loop)
     start = time.perf_counter()
     tty = sys.stderr.isatty()
     bar = tqdm(run.data.train.epoch(epoch), total=steps, desc=f"epoch {epoch}/{cfg.train.epochs}",
@@ -291,7 +292,7 @@ def _train_epoch(run: Run, epoch: int, stop: StopOnSignal) -> dict | None:
             angles = probe.after()
             w_loss, w_correct, w_seen = distributed.sum_(window, run.ranks).tolist()
             window.zero_()
-            if not math.isfinite(w_loss):
+            if not math.isfinite(w_loss) and stops:
                 return None
             row = {"step": run.step, "epoch": epoch, "lr": lr, "loss": w_loss / w_seen, "acc": 100 * w_correct / w_seen}
             if run.ranks.main:
@@ -304,7 +305,7 @@ def _train_epoch(run: Run, epoch: int, stop: StopOnSignal) -> dict | None:
         if (logged or not run.ranks.parallel) and distributed.any_(stop.requested, run.ranks, run.device):
             return None  # (several ranks agree at logged steps, so that all stop at the same one)
     loss_sum, correct, seen = distributed.sum_(total, run.ranks).tolist()
-    if not math.isfinite(loss_sum):
+    if not math.isfinite(loss_sum) and stops:
         return None
     seconds = time.perf_counter() - start
     return {"epoch": epoch, "step": run.step, "lr": epoch_lr, "train_loss": loss_sum / seen,

@@ -41,6 +41,7 @@ def validate(cfg) -> None:
     checks.integer("train.log_channels_every", cfg.train.get("log_channels_every"), minimum=1, nullable=True)
     checks.boolean("train.sync_norm", cfg.train.get("sync_norm"), nullable=True)
     checks.boolean("train.flush_denormal", cfg.train.get("flush_denormal"), nullable=True)
+    checks.boolean("train.stop_on_nonfinite", cfg.train.get("stop_on_nonfinite"), nullable=True)
     checks.one_of("train.log_precision", cfg.train.get("log_precision"),
                   (None, *(str(d).removeprefix("torch.") for d in NARROW_DTYPES)))
     if cfg.train.grad_clip is not None:
