@@ -419,7 +419,7 @@ def test_equilibrium_angle_is_where_sgd_with_momentum_and_wd_settles():
     step must be √(2ηλ/(1+μ)) (Kosson et al. 2024), whatever the starting norm."""
     import numpy as np
 
-    from normmatters.plots.equilibrium import equilibrium_angle
+    from normmatters.dynamics.equilibrium import equilibrium_angle
 
     lr, wd, mu, d = 0.1, 5e-3, 0.9, 2000
     rng = np.random.default_rng(0)

@@ -14,7 +14,7 @@ from normmatters import runs
 from .claims import FAILS, HOLDS, INCONCLUSIVE, MIN_EFFECT, NOT_RUN
 from .compose import experiment_dirs
 from .definition import discover, experiment_names, load_experiment
-from ..paired import gap_text
+from ..paired import gap_text, number_text
 from .report import paper_cell
 
 # §2's arms as the weight-decay claims table names them, with the poster's verdict and number
@@ -27,6 +27,11 @@ WD_CLAIMS = [
      "≈ 90.3 vs 90.5 %"),
 ]
 WD_RULE = "paired final gap to WD on, 95 % CI within ±0.6 and tracking gap ≤ 1.0 = matches; CI below 0 = below"
+WD_MARGIN = 0.6
+EQUILIBRIUM = ("With weight decay each scale-invariant layer settles at the rotational equilibrium: its angle per step "
+               "is √(2ηλ/(1+μ)) before the first LR drop",
+               "median angle per step over the last epoch at the initial LR within ×1.5 of √(2ηλ/(1+μ)), every layer "
+               "of every WD-on seed = HOLDS; a layer outside on every seed = DOES NOT HOLD")
 SECTION1 = ("§1", "Scaling the scale-invariant weights by c with LR c²η and WD λ/c² computes the same function",
             "exact")
 # measured by a benchmark, with no rule fixed beforehand: reported, not judged
@@ -44,13 +49,16 @@ def _scale(run_dir: Path) -> str:
             f"{config.train.epochs} epochs, profile {meta.get('profile')}")
 
 
-def _wd_rows(exp_dir: Path) -> list[dict]:
+def _wd_rows(exp_dir: Path, exp) -> list[dict]:
     table = pd.read_csv(exp_dir / "claims.csv", index_col=0)
-    some_run = next(d for dirs in discover(load_experiment("wd_vgg11"), exp_dir).values() for d in dirs)
+    some_run = next(d for dirs in discover(exp, exp_dir).values() for d in dirs)
+    plan = _plan(exp, some_run)
     rows = []
     for section, claim, arm, expected, paper in WD_CLAIMS:
+        base = dict(section=section, claim=claim, paper=paper, criterion=WD_RULE, expect="wd", margin=WD_MARGIN,
+                    source=f"{exp_dir.name}/claims.md")
         if arm not in table.index:
-            rows.append(dict(section=section, claim=claim, paper=paper, ours="–", criterion=WD_RULE, verdict=NOT_RUN))
+            rows.append(dict(base, ours="–", verdict=NOT_RUN))
             continue
         r = table.loc[arm]
         ours = (f"gap {gap_text(r.gap_mean, r.ci_low, r.ci_high)} points over {_seeds(r.n_paired)}; "
@@ -64,9 +72,17 @@ def _wd_rows(exp_dir: Path) -> list[dict]:
             outcome = INCONCLUSIVE
         else:
             outcome = FAILS
-        rows.append(dict(section=section, claim=claim, paper=paper, ours=ours, criterion=WD_RULE, verdict=outcome,
-                         source=f"{exp_dir.name}/claims.md"))
+        name = next((n for n, a in exp.arms.items() if a.label == arm), None)
+        rows.append(dict(base, ours=ours, verdict=outcome, n=int(r.n_paired),
+                         planned=min(plan.get(name, 0), plan.get("wd_on", 0)) or None,
+                         # accuracy gaps, drawn as error gaps in the forest plot
+                         mean=-r.gap_mean, low=-r.ci_high, high=-r.ci_low, shown=(r.ci_low, r.ci_high)))
     return rows
+
+
+def _plan(exp, run_dir: Path) -> dict[str, int]:
+    """The experiment's seed plan for the profile its runs were made at."""
+    return exp.seed_plan.get(str(runs.read_meta(run_dir).get("profile")), {})
 
 
 def _seeds(n) -> str:
@@ -82,6 +98,7 @@ def _claims_rows(exp_dir: Path, exp) -> list[dict]:
     table = pd.read_csv(exp_dir / "claims.csv")
     found = [d for dirs in discover(exp, exp_dir).values() for d in dirs]
     scale = _scale(found[0]) if found else "–"
+    plan = _plan(exp, found[0]) if found else {}
     rows = []
     for r in table.itertuples():
         if r.metric == "failure":
@@ -91,8 +108,29 @@ def _claims_rows(exp_dir: Path, exp) -> list[dict]:
         else:
             ours = "–"
         rows.append(dict(section=r.section, claim=r.claim, paper=paper_cell(r.paper), ours=f"{ours}; {scale}",
-                         criterion=_criterion(r), verdict=r.verdict, source=f"{exp_dir.name}/claims.md"))
+                         criterion=_criterion(r), verdict=r.verdict, source=f"{exp_dir.name}/claims.md",
+                         expect=r.expect, margin=r.margin, n=int(r.n), mean=r.gap_mean, low=r.ci_low, high=r.ci_high,
+                         planned=min(plan.get(r.arm, 0), plan.get(r.against, 0)) or None))
     return rows
+
+
+def _equilibrium_row(exp_dir: Path, exp) -> dict:
+    from normmatters.dynamics import equilibrium
+
+    dirs = discover(exp, exp_dir).get("WD on", [])
+    table = equilibrium.equilibrium_table(dirs)
+    row = dict(section="beyond §2", claim=EQUILIBRIUM[0], paper="–", criterion=EQUILIBRIUM[1],
+               verdict=equilibrium.verdict(table), source=f"{exp_dir.name}/claims.md")
+    if table.empty:
+        return dict(row, ours="–")
+    outside = table[~table["within"]]
+    row["ours"] = (f"{int(table['within'].sum())} of {len(table)} layer-seeds within ×{equilibrium.FACTOR:g} of "
+                   f"{table['predicted'].iloc[0]:.4f} rad (measured / predicted {table['ratio'].min():.2f}–"
+                   f"{table['ratio'].max():.2f}; outside: {', '.join(dict.fromkeys(outside['param'])) or 'none'}), "
+                   f"{table['seed'].nunique()} WD-on seeds ({_scale(Path(dirs[0]))}). Measured, not judged: after the "
+                   f"first LR drop the angle falls {table['fall'].min():.1f}–{table['fall'].max():.1f}× "
+                   "(the equilibrium: √10 ≈ 3.2×)")
+    return row
 
 
 def _section1_row(results: Path) -> dict:
@@ -112,45 +150,118 @@ def _section1_row(results: Path) -> dict:
                 source="scale_invariance/result.json")
 
 
-def paper_report(results: Path) -> str:
-    results = Path(results)
-    rows = [_section1_row(results)]
-    rows += [dict(section=s, claim=c, paper=p, ours=o, criterion="none fixed (a benchmark)", verdict="NOT JUDGED")
-             for s, c, p, o in MEASURED_ONLY]
+def _paper_scale(exp) -> bool:
+    """An experiment with no cpu profile is run at the paper's scale only (ImageNet, GPUs)."""
+    return "cpu" not in exp.minutes_per_run
+
+
+def _rows(results: Path) -> tuple[list[dict], list[str]]:
+    """Every claim's row (scale "cifar" or "paper") and the figures, from the experiments' tables."""
+    rows = [dict(_section1_row(results), scale="cifar")]
+    rows += [dict(section=s, claim=c, paper=p, ours=o, criterion="none fixed (a benchmark)", verdict="NOT JUDGED",
+                  scale="cifar") for s, c, p, o in MEASURED_ONLY]
     figures, reported = [], set()
     experiments = [load_experiment(name) for name in experiment_names()]
     homes = {exp.name: experiment_dirs(exp) for exp in experiments}
     for exp_dir in sorted(p for p in results.iterdir() if p.is_dir() and (p / "claims.csv").exists()):
         for exp in experiments:
-            name = exp.name
-            if exp_dir.name not in homes[name] or not discover(exp, exp_dir):
+            if exp_dir.name not in homes[exp.name] or not discover(exp, exp_dir):
                 continue
-            rows += _wd_rows(exp_dir) if exp.report == "wd" else _claims_rows(exp_dir, exp)
-            reported.add(name)
+            scale = "paper" if _paper_scale(exp) else "cifar"
+            if exp.report == "wd":
+                found = _wd_rows(exp_dir, exp) + [_equilibrium_row(exp_dir, exp)]
+            else:
+                found = _claims_rows(exp_dir, exp)
+            rows += [dict(r, scale=scale, experiment=exp.name) for r in found]
+            reported.add(exp.name)
             figures += sorted(f"{exp_dir.name}/{p.name}" for p in exp_dir.glob("*.png"))
-    for name in experiment_names():  # experiments with claims and no runs here: every claim NOT RUN
-        exp = load_experiment(name)
-        if exp.claims and name not in reported:
+    for exp in experiments:  # experiments with claims and no runs here: every claim NOT RUN
+        if exp.claims and exp.name not in reported:
             rows += [dict(section=c.section, claim=c.claim, paper=c.paper, criterion="–", verdict=NOT_RUN,
-                          ours=f"no runs under results/ (`scripts/reproduce.py --experiment {name}`)") for c in exp.claims]
-    order = {"§1": 1, "§2": 2, "§3": 3, "§4": 4, "§5": 5}
-    rows.sort(key=lambda r: order.get(r["section"], 9))
+                          ours=f"no runs under results/ (`scripts/reproduce.py --experiment {exp.name}`)",
+                          scale="paper" if _paper_scale(exp) else "cifar", experiment=exp.name) for c in exp.claims]
+    return rows, figures
+
+
+def _order(section: str) -> tuple:
+    """Claims of PAPER.md by section first, then those beyond it (post hoc last within a section)."""
+    digits = "".join(ch for ch in section if ch.isdigit())
+    return section.startswith("beyond"), int(digits or 9), "post hoc" in section
+
+
+def _verdict_cell(r: dict) -> str:
+    """The verdict; an INCONCLUSIVE one says how far its seed plan went and which gaps its CI rules out."""
+    cell = f"**{r['verdict']}**"
+    if r["verdict"] != INCONCLUSIVE or "low" not in r:
+        return cell
+    low, high = r.get("shown", (r["low"], r["high"]))
+    planned = r.get("planned")
+    where = (f"at its planned {_seeds(r['n'])}" if planned and r["n"] >= planned
+             else f"{r['n']} of {planned} planned seeds" if planned else _seeds(r["n"]))
+    return (f"{cell} ({where}; rules out gaps below {number_text(low, 2, True)} or above "
+            f"{number_text(high, 2, True)} points)")
+
+
+def _paper_scale_cell(rows: list[dict]) -> str:
+    if not rows:
+        return "–"
+    return "; ".join(f"**{r['verdict']}**" + (f" ({r['ours'].split(';')[0]})" if r["verdict"] != NOT_RUN else "")
+                     + f" (`{r['experiment']}`)" for r in rows)
+
+
+def paper_report(results: Path) -> str:
+    results = Path(results)
+    rows, figures = _rows(results)
+    cifar = sorted((r for r in rows if r["scale"] == "cifar"), key=lambda r: _order(r["section"]))
+    paper = [r for r in rows if r["scale"] == "paper"]
     lines = ["# Report: every claim of PAPER.md, checked on this repository's runs", "",
              "Generated by `python scripts/plot.py results` from the claims tables beside the runs; never edited "
              "by hand. Criteria were fixed in the README before the runs they judge finished. Gaps are paired "
-             "by seed, 95 % t-intervals.", "",
-             "| § | Claim | Paper | This project | Criterion | Verdict | Source |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
+             "by seed, 95 % t-intervals. One row per claim: its verdict on CIFAR-10 at this machine's cpu scale, "
+             "and beside it the status at the paper's scale (ImageNet, GPU profile).", "",
+             "![Every claim's paired gap, 95 % interval and rule](forest.png)", "",
+             "*Every judged claim at cpu scale, one line each, grouped by section: the mean paired gap in test error "
+             "(arm − against; §2's accuracy gaps negated) with its 95 % t-interval, coloured by verdict; shaded, the "
+             "±margin of an \"as accurate\" claim; dotted, the smallest effect a \"worse\"/\"better\" claim counts; "
+             "gaps beyond the axis are drawn at its edge with their value.*", "",
+             "| § | Claim | Paper | This project: CIFAR-10, cpu scale | Criterion | Verdict | Paper scale "
+             "(ImageNet, GPU) | Source |", "|---|---|---|---|---|---|---|---|"]
+    for r in cifar:
+        twins = [p for p in paper if (p["section"], p["claim"]) == (r["section"], r["claim"])]
         lines.append(f"| {r['section']} | {r['claim']} | {r['paper']} | {r['ours']} | {r['criterion']} | "
-                     f"**{r['verdict']}** | {r.get('source', '–')} |")
-    counts = pd.Series([r["verdict"] for r in rows]).value_counts()
-    lines += ["", "Totals: " + ", ".join(f"{v} {k}" for k, v in counts.items()), "", "## Figures", ""]
+                     f"{_verdict_cell(r)} | {_paper_scale_cell(twins)} | {r.get('source', '–')} |")
+    alone = [p for p in paper if not any((p["section"], p["claim"]) == (r["section"], r["claim"]) for r in cifar)]
+    for r in alone:
+        lines.append(f"| {r['section']} | {r['claim']} | {r['paper']} | – | {r['criterion']} | – | "
+                     f"{_paper_scale_cell([r])} | {r.get('source', '–')} |")
+    counts = pd.Series([r["verdict"] for r in cifar]).value_counts()
+    paper_counts = pd.Series([r["verdict"] for r in paper]).value_counts()
+    lines += ["", "Totals at cpu scale: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+              + "; at the paper's scale (claims × experiments): " + ", ".join(f"{v} {k}" for k, v in paper_counts.items()),
+              "", "## Figures", ""]
     lines += [f"![{f}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
 
 
+def forest_rows(results: Path) -> list[dict]:
+    """The judged cpu-scale claims with a gap, in the report's order, for :func:`plot_forest`."""
+    rows, _ = _rows(Path(results))
+    out = []
+    for r in sorted((r for r in rows if r["scale"] == "cifar"), key=lambda r: _order(r["section"])):
+        if r["verdict"] in (HOLDS, FAILS, INCONCLUSIVE) and "mean" in r and pd.notna(r["mean"]):
+            label = r["claim"] if len(r["claim"]) <= 70 else r["claim"][:67] + "…"
+            out.append(dict(section=r["section"], label=f"{label} (n={r['n']})", mean=r["mean"], low=r["low"],
+                            high=r["high"], expect=r["expect"], margin=r["margin"], verdict=r["verdict"]))
+    return out
+
+
 def write_paper_report(results: Path) -> Path:
+    """REPORT.md and its forest plot (forest.png) in ``results``."""
+    from normmatters.plots.forest import plot_forest
+
     path = Path(results) / "REPORT.md"
     text = paper_report(results)
+    fig = plot_forest(forest_rows(results), MIN_EFFECT)
+    runs.atomic_write_bytes(Path(results) / "forest.png", lambda p: fig.savefig(p, dpi=130, format="png"))
     runs.atomic_write_bytes(path, lambda p: Path(p).write_text(text))
     return path

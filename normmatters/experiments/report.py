@@ -11,6 +11,7 @@ from normmatters.plots import (claims_markdown, paired_final_gaps, paired_markdo
                                wd_claims)
 from normmatters.plots.runaway import BASELINE, FACTOR, FROZEN_RTOL, runaway_markdown, runaway_table
 from normmatters import runs
+from normmatters.dynamics import equilibrium
 from normmatters.experiments import claims as claims_mod
 from normmatters.experiments.definition import by_arm_name
 from normmatters.plots.equilibrium import plot_equilibrium
@@ -21,12 +22,18 @@ from normmatters.runs import atomic_write_bytes
 STABLE = {"pdf": {"CreationDate": None}}  # no creation date in a PDF: a regenerated figure is byte-identical
 
 
+TORCH03 = ", PyTorch 0.3 init"  # the label suffix of the variants with the authors' initialization
+
+
 def write_wd_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[Path]:
     """figure.png (test accuracy per arm, and the paired gap to WD on), norms.png (channel norms of
     every scale-invariant layer), dynamics.png/.pdf (angle per step against the rotational
-    equilibrium, normmatters.plots.equilibrium), claims.md (verdict table, per-seed paired gaps, runaway channels) and claims.csv
-    (the verdict table); each written atomically. Returns the four paths."""
+    equilibrium, normmatters.plots.equilibrium), claims.md (verdict table, per-seed paired gaps, runaway
+    channels, the equilibrium judged, and the PyTorch 0.3 init family judged against its own WD on)
+    and claims.csv (the verdict table); each written atomically. Returns the paths."""
     out_dir = Path(out_dir)
+    torch03 = {label[:-len(TORCH03)]: dirs for label, dirs in arms.items() if label.endswith(TORCH03)}
+    arms = {label: dirs for label, dirs in arms.items() if not label.endswith(TORCH03)}
     figure, norms = out_dir / "figure.png", out_dir / "norms.png"
     atomic_write_bytes(figure, lambda p: plot_wd_arms(arms).savefig(p, dpi=150, format="png"))
     atomic_write_bytes(norms, lambda p: plot_norm_dynamics(arms).savefig(p, dpi=120, format="png"))
@@ -46,10 +53,35 @@ def write_wd_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) -> l
                  f"layer in the WD-off run of the same seed, at the same epoch; frozen: its norm then changed by "
                  f"less than {FROZEN_RTOL:g} (relative) to the end of the run.\n\n"
                  + runaway_markdown(runaway_table(arms)))
+    if "WD on" in arms:
+        text += "\n" + equilibrium_markdown(equilibrium.equilibrium_table(arms["WD on"]))
+    if "WD on" in torch03:
+        text += ("\nWith PyTorch 0.3's default initialization (`model.init=torch03`, the authors' code), each arm "
+                 "against the WD-on run of the same initialization and seed, same rule:\n\n"
+                 + claims_markdown(wd_claims(torch03)).split("\n\nRule:")[0] + "\n")
     table_md, table_csv = out_dir / "claims.md", out_dir / "claims.csv"
     atomic_write_bytes(table_md, lambda p: Path(p).write_text(text + "\n"))
     atomic_write_bytes(table_csv, lambda p: claims.to_csv(p))
     return [*written, table_md, table_csv]
+
+
+def equilibrium_markdown(table: pd.DataFrame) -> str:
+    """The rotational equilibrium judged (normmatters.dynamics.equilibrium): verdict, per-layer ratios."""
+    if table.empty:
+        return ""
+    verdict = equilibrium.verdict(table)
+    per_layer = table.groupby("param", sort=False).agg(lo=("ratio", "min"), hi=("ratio", "max"), fall=("fall", "median"),
+                                                        within=("within", "sum"), n=("within", "size"))
+    lines = [f"Rotational equilibrium: median angle per step over the last epoch at the initial LR, measured / "
+             f"√(2ηλ/(1+μ)) = {table['predicted'].iloc[0]:.4f} rad, on {table['seed'].nunique()} WD-on seeds; rule: "
+             f"within ×{equilibrium.FACTOR:g} for every layer of every seed = HOLDS, a layer outside on every seed = "
+             f"DOES NOT HOLD. Verdict: **{verdict}** ({int(table['within'].sum())} of {len(table)} layer-seeds "
+             "within). Fall: that angle over the median angle in the last epoch at the second LR (the equilibrium "
+             "predicts √10 ≈ 3.16).", "", "| Layer | measured / predicted, min–max over seeds | seeds within | "
+             "fall after the first LR drop (median) |", "|---|---|---|---|"]
+    lines += [f"| {p} | {r.lo:.2f}–{r.hi:.2f} | {int(r.within)} of {int(r.n)} | {number_text(r.fall, 1)} |"
+              for p, r in per_layer.iterrows()]
+    return "\n".join(lines) + "\n"
 
 
 def paper_cell(paper) -> str:

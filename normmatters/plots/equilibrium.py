@@ -1,13 +1,5 @@
-"""Rotational equilibrium (Wan et al. 2021; Kosson et al. 2024): with weight decay λ and SGD with
-momentum μ, a scale-invariant weight settles where its norm no longer changes on average and each
-step turns it by the angle
-
-    θ = √(2ηλ / (1 + μ))          (η the current learning rate)
-
-The paper's argument (PAPER.md §1–2: weight decay matters only through ‖w‖ and hence the effective
-step) implies this equilibrium, but none of its figures shows it. ``plot_equilibrium`` draws it
-against the angle each WD-on layer measured (``layers.parquet``), and WD off beside it.
-"""
+"""The rotational equilibrium drawn against the angle each WD-on layer measured (the formula and its
+judgement: :mod:`normmatters.dynamics.equilibrium`)."""
 from __future__ import annotations
 
 import math
@@ -23,11 +15,7 @@ import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from normmatters import runs  # noqa: E402
-
-
-def equilibrium_angle(lr, weight_decay: float, momentum: float):
-    """θ = √(2·lr·λ/(1 + μ)) radians per step (lr may be an array)."""
-    return np.sqrt(2.0 * np.asarray(lr, dtype=float) * weight_decay / (1.0 + momentum))
+from normmatters.dynamics.equilibrium import equilibrium_angle  # noqa: E402,F401 (re-exported)
 
 
 def _angles(dirs: Iterable[Path]) -> pd.DataFrame:
