@@ -9,6 +9,7 @@ its report. Loaded and checked here, once; the runner (:mod:`.runner`) only exec
       cpu: [model.width=0.5]
     figures: {name: [arm, ...]}    # optional: one panel per entry (report `claims`)
     claims: [...]                  # optional: see normmatters.experiments.claims
+    report_note: "..."             # optional: what REPORT.md's rows of this experiment must also say
     seed_cap: {cpu: 10}            # optional: most seeds the seed plan may give an arm, per profile
     seed_plan: {cpu: {l2: 10}}     # written by --plan-seeds (normmatters.experiments.seed_plan)
     arms:                          # run by default
@@ -34,7 +35,7 @@ from .claims import Claim, parse_claims
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "reproduce"
 KEYS = ("description", "report", "minutes_per_run", "overrides", "profile_overrides", "figures", "arms", "variants",
-        "claims", "seed_cap", "seed_plan")
+        "claims", "seed_cap", "seed_plan", "report_note")
 ARM_KEYS = ("label", "overrides", "needs", "report")
 
 
@@ -62,6 +63,7 @@ class Experiment:
     claims: list[Claim] = field(default_factory=list)
     seed_cap: dict[str, int] = field(default_factory=dict)
     seed_plan: dict[str, dict[str, int]] = field(default_factory=dict)  # {profile: {arm: seeds}}
+    report_note: str = ""
 
     @property
     def default_arms(self) -> list[str]:
@@ -137,6 +139,7 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     exp.figures = _figures(exp, raw.get("figures"))
     exp.claims = parse_claims(exp.name, raw.get("claims"), exp.arms)
     exp.seed_cap, exp.seed_plan = _seed_cap(exp.name, raw.get("seed_cap")), _seed_plan(exp, raw.get("seed_plan"))
+    exp.report_note = str(raw.get("report_note") or "")
     return exp
 
 

@@ -97,7 +97,7 @@ def _criterion(r) -> str:
 def _claims_rows(exp_dir: Path, exp) -> list[dict]:
     table = pd.read_csv(exp_dir / "claims.csv")
     found = [d for dirs in discover(exp, exp_dir).values() for d in dirs]
-    scale = _scale(found[0]) if found else "–"
+    scale = (_scale(found[0]) if found else "–") + (f"; {exp.report_note}" if exp.report_note else "")
     plan = _plan(exp, found[0]) if found else {}
     rows = []
     for r in table.itertuples():

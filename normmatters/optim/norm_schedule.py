@@ -7,8 +7,9 @@ rescaled (projected) to
     ‖w_c‖ = ‖w_ref,c‖(e, f) · √D ^ n(e)
 
 where ‖w_ref,c‖(e, f) is the reference (WD-on) run's norm of that channel a fraction f through the
-1-based epoch e (f = (k+1)/S after the k-th of S steps; interpolated linearly between the rows of
-epochs e−1 and e), D the drop factor (``norm_schedule_drop_factor``; default 1/gamma = 10) and
+1-based epoch e, as the reference timing serves it (:mod:`.reference`): by default the authors'
+``end_of_epoch``, the norm logged at the end of epoch e, held through the whole epoch; with
+``interpolate``, (1 − f)·row[e−1] + f·row[e], f = (k+1)/S after the k-th of S steps), D the drop factor (``norm_schedule_drop_factor``; default 1/gamma = 10) and
 n(e) = #{milestones m : m ≤ e−1} the number of LR drops the step schedule would have applied by
 then. Since the effective step of a direction is η/‖w‖² (PAPER.md §1), multiplying ‖w‖ by √D
 divides the effective step by D, like the LR drop that did not happen. Other parameters (the
