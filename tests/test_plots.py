@@ -249,7 +249,7 @@ def test_accuracy_panel(arms, tmp_path):
     assert low <= 49 and 49 - low <= 2 and 90.6 < high <= 92  # first epochs to the top, no poster range
     assert "LR drop (after epoch 2)" in [t.get_text() for t in top.get_legend().get_texts()]
     title = fig._suptitle.get_text()
-    assert "CIFAR-10 (fake)" in title and "cpu scale" in title and "seeds 0, 1" in title
+    assert "CIFAR-10 (fake)" in title and "seeds 0, 1" in title  # model and epochs: tests/test_figure_panels.py
     assert gaps.get_xlabel() == "Epoch" and "Test accuracy" in top.get_ylabel()
     png = tmp_path / "wd.png"
     fig.savefig(png, dpi=60)

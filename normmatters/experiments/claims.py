@@ -124,10 +124,16 @@ def _classes(config: dict) -> int:
     return DATASETS[data["name"]].num_classes if data.get("name") in DATASETS else 10
 
 
+def judged_error(run_dir: Path) -> pd.Series:
+    """The test error (%) by epoch that the claims judge: a diverged run at chance to the last epoch."""
+    config = _config(run_dir)
+    return error_curve(run_dir, int(config["train"]["epochs"]), _classes(config))
+
+
 def run_metrics(run_dir: Path) -> dict:
     config = _config(run_dir)
     epochs = int(config["train"]["epochs"])
-    error = error_curve(run_dir, epochs, _classes(config))
+    error = judged_error(run_dir)
     first = (config["optim"].get("milestones") or [epochs])[0]
     return {"final_error": float(error.get(epochs, math.nan)) if len(error) else math.nan,
             "early_error": float(error[error.index <= first].mean()),

@@ -7,7 +7,14 @@ its report. Loaded and checked here, once; the runner (:mod:`.runner`) only exec
     overrides: [model=resnet18]    # optional: extra overrides of every arm (after the arm's own)
     profile_overrides:             # optional: extra overrides of every arm at one profile (its scale)
       cpu: [model.width=0.5]
-    figures: {name: [arm, ...]}    # optional: one panel per entry (report `claims`)
+    figures:                       # optional (report `claims`): one figure per entry, test error vs epoch
+      lp_bn: [l2, l1]              #   one panel of these arms
+      float8:                      #   or a mapping:
+        title: 8-bit statistics    #     what it shows (the runs' config adds data and scale)
+        panels: {L2 BN: [l2, l2_e4m3], L1 BN: [l1, l1_e4m3]}   # small multiples (or arms: [...])
+        gaps: true                 #     a row of paired gaps to each panel's first arm
+        plot: hazards              #     (instead of error curves: the runs' precision.parquet)
+    captions: {lp_bn: ...}         # optional: a sentence or two per figure, printed under it in REPORT.md
     claims: [...]                  # optional: see normmatters.experiments.claims
     report_note: "..."             # optional: what REPORT.md's rows of this experiment must also say
     seed_cap: {cpu: 10}            # optional: most seeds the seed plan may give an arm, per profile
@@ -34,9 +41,13 @@ from omegaconf import OmegaConf
 from .claims import Claim, parse_claims
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "reproduce"
-KEYS = ("description", "report", "minutes_per_run", "overrides", "profile_overrides", "figures", "arms", "variants",
-        "claims", "seed_cap", "seed_plan", "report_note")
+KEYS = ("description", "report", "minutes_per_run", "overrides", "profile_overrides", "figures", "captions", "arms",
+        "variants", "claims", "seed_cap", "seed_plan", "report_note")
 ARM_KEYS = ("label", "overrides", "needs", "report")
+FIGURE_KEYS = ("title", "arms", "panels", "gaps", "plot")
+PLOTS = ("curves", "hazards")
+# figures a report draws whatever the file says (their captions are keyed by these names)
+FIXED_FIGURES = {"wd": ("figure", "norms", "dynamics")}
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,21 @@ class Arm:
     variant: bool = False
 
 
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure of an experiment: ``panels`` side by side, each (panel title, arm names)."""
+    name: str
+    title: str
+    panels: tuple[tuple[str, tuple[str, ...]], ...]
+    gaps: bool = False
+    plot: str = "curves"
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """Every arm of the figure, once, in panel order."""
+        return tuple(dict.fromkeys(a for _, arms in self.panels for a in arms))
+
+
 @dataclass
 class Experiment:
     name: str
@@ -59,7 +85,8 @@ class Experiment:
     profile_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
     overrides: tuple[str, ...] = ()
     arms: dict[str, Arm] = field(default_factory=dict)  # default arms first, then variants
-    figures: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    figures: dict[str, FigureSpec] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)  # {figure name: caption}
     claims: list[Claim] = field(default_factory=list)
     seed_cap: dict[str, int] = field(default_factory=dict)
     seed_plan: dict[str, dict[str, int]] = field(default_factory=dict)  # {profile: {arm: seeds}}
@@ -137,6 +164,7 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
             raise ValueError(f"experiment {exp.name}: arm {arm.name!r} needs {missing[0]!r}, which is not an arm")
     _check_acyclic(exp)
     exp.figures = _figures(exp, raw.get("figures"))
+    exp.captions = _captions(exp, raw.get("captions"))
     exp.claims = parse_claims(exp.name, raw.get("claims"), exp.arms)
     exp.seed_cap, exp.seed_plan = _seed_cap(exp.name, raw.get("seed_cap")), _seed_plan(exp, raw.get("seed_plan"))
     exp.report_note = str(raw.get("report_note") or "")
@@ -168,15 +196,51 @@ def _seed_plan(exp: Experiment, raw) -> dict[str, dict[str, int]]:
     return {str(p): {str(a): int(n) for a, n in c.items()} for p, c in raw.items()}
 
 
-def _figures(exp: Experiment, raw) -> dict[str, tuple[str, ...]]:
+def _figures(exp: Experiment, raw) -> dict[str, FigureSpec]:
     raw = OmegaConf.to_container(raw) if raw is not None else {}
-    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
-        raise ValueError(f"experiment {exp.name}: figures must map a figure name to a list of arms")
-    for name, arms in raw.items():
+    if not isinstance(raw, dict):
+        raise ValueError(f"experiment {exp.name}: figures must map a figure name to a list of arms or a mapping")
+    return {str(name): _figure(exp, str(name), spec) for name, spec in raw.items()}
+
+
+def _figure(exp: Experiment, name: str, spec) -> FigureSpec:
+    where = f"experiment {exp.name}: figure {name!r}"
+    if isinstance(spec, list):
+        spec = {"arms": spec}
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where} must be a list of arms or a mapping with keys {', '.join(FIGURE_KEYS)}")
+    bad = sorted(set(spec) - set(FIGURE_KEYS))
+    if bad:
+        raise ValueError(f"{where} has unknown key {bad[0]!r}; valid: {', '.join(FIGURE_KEYS)}")
+    if ("arms" in spec) == ("panels" in spec):
+        raise ValueError(f"{where} needs exactly one of `arms` (one panel) or `panels` ({{panel title: [arm, ...]}})")
+    panels = spec["panels"] if "panels" in spec else {"": spec["arms"]}
+    if not isinstance(panels, dict) or not panels or not all(isinstance(v, list) and v for v in panels.values()):
+        raise ValueError(f"{where}: panels={panels!r} is not valid; it must map a panel title to a non-empty list of arms")
+    for arms in panels.values():
         unknown = [a for a in arms if a not in exp.arms]
         if unknown:
-            raise ValueError(f"experiment {exp.name}: figure {name!r} names {unknown[0]!r}, not an arm")
-    return {str(k): tuple(v) for k, v in raw.items()}
+            raise ValueError(f"{where} names {unknown[0]!r}, not an arm")
+    if spec.get("plot", "curves") not in PLOTS:
+        raise ValueError(f"{where}: plot={spec['plot']!r} is not valid; valid: {', '.join(PLOTS)}")
+    if not isinstance(spec.get("gaps", False), bool):
+        raise ValueError(f"{where}: gaps={spec['gaps']!r} is not valid; it must be true or false")
+    return FigureSpec(name, str(spec.get("title") or name.replace("_", " ")),
+                      tuple((str(t), tuple(map(str, a))) for t, a in panels.items()),
+                      spec.get("gaps", False), spec.get("plot", "curves"))
+
+
+def _captions(exp: Experiment, raw) -> dict[str, str]:
+    raw = OmegaConf.to_container(raw) if OmegaConf.is_config(raw) else (raw or {})
+    valid = [*exp.figures, *FIXED_FIGURES.get(exp.report, ())]
+    if not isinstance(raw, dict):
+        raise ValueError(f"experiment {exp.name}: captions must map a figure name to a sentence or two")
+    for name, text in raw.items():
+        if name not in valid:
+            raise ValueError(f"experiment {exp.name}: captions.{name} names no figure; valid: {', '.join(valid) or 'none'}")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"experiment {exp.name}: captions.{name}={text!r} is not valid; it must be a non-empty string")
+    return {str(k): " ".join(v.split()) for k, v in raw.items()}
 
 
 def _override_list(exp: str, key: str, raw) -> tuple[str, ...]:

@@ -14,8 +14,9 @@ from normmatters import runs
 from normmatters.dynamics import equilibrium
 from normmatters.experiments import claims as claims_mod
 from normmatters.experiments.definition import by_arm_name
+from normmatters.experiments.figures import draw_figures
 from normmatters.plots.equilibrium import plot_equilibrium
-from normmatters.plots.error_curves import plot_error_curves
+from normmatters.plots.hazards import hazard_totals
 from normmatters.paired import gap_text, number_text
 from normmatters.runs import atomic_write_bytes
 
@@ -131,14 +132,11 @@ def hazard_markdown(exp, by_name: Mapping[str, list[Path]]) -> str:
     (normmatters.norms.precision_probe); empty when no run logged them."""
     rows = []
     for name, dirs in by_name.items():
-        tables = [runs.read_table(d, "precision") for d in dirs if runs.has_table(d, "precision")]
-        if not tables:
+        frac = hazard_totals(dirs)
+        if frac is None:
             continue
-        t = pd.concat(tables).sum(numeric_only=True)
-        frac = {k: t[k] / t[base] if t[base] else np.nan for k, base in (
-            ("square_overflow", "values"), ("square_underflow", "values"), ("square_subnormal", "values"),
-            ("onepass_bad", "channels"), ("onepass_negative", "channels"), ("grad_underflow", "grads"))}
-        rows.append(f"| {exp.arms[name].label} | {len(tables)} | " + " | ".join(f"{v:.2e}" for v in frac.values()) + " |")
+        logged = sum(runs.has_table(d, "precision") for d in dirs)
+        rows.append(f"| {exp.arms[name].label} | {logged} | " + " | ".join(f"{v:.2e}" for v in frac.values()) + " |")
     if not rows:
         return ""
     return ("\nNarrow-float hazards (fractions over every logged step, norm layer and seed; the float is "
@@ -147,12 +145,10 @@ def hazard_markdown(exp, by_name: Mapping[str, list[Path]]) -> str:
             + "\n".join(rows) + "\n")
 
 
-def claims_panels(exp, by_name: Mapping[str, list[Path]], where: str = ""):
-    """(figure name, matplotlib figure) per entry of the experiment's ``figures`` that has runs."""
-    for figure, names in exp.figures.items():
-        panel = {exp.arms[n].label: by_name[n] for n in names if n in by_name}
-        if panel:
-            yield figure, plot_error_curves(panel, title=f"{figure.replace('_', ' ')}{where}")
+def claims_panels(exp, by_name: Mapping[str, list[Path]]):
+    """(figure name, matplotlib figure) per entry of the experiment's ``figures`` that has runs
+    (normmatters.experiments.figures)."""
+    yield from draw_figures(exp, by_name)
 
 
 def claims_text(exp, by_name: Mapping[str, list[Path]], claims: pd.DataFrame) -> str:
@@ -167,7 +163,7 @@ def write_claims_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) 
     out_dir = Path(out_dir)
     by_name = by_arm_name(exp, arms)
     written = []
-    for figure, fig in claims_panels(exp, by_name, f" ({exp.name}, {out_dir.name})"):
+    for figure, fig in claims_panels(exp, by_name):
         for fmt in ("png", "pdf"):
             path = out_dir / f"{figure}.{fmt}"
             atomic_write_bytes(path, lambda p, f=fmt: fig.savefig(p, dpi=150, format=f, metadata=STABLE.get(f)))

@@ -8,7 +8,7 @@ bulk of the layer) and the largest channel (a few channels can run away by order
 while the median barely moves, as the LR correction's first layer does; a mean or RMS mixes the
 two and hides which happened). One small panel per layer and statistic, log y-scale; per arm the
 median over its finished seeds, band min–max over them (so a runaway in one seed shows as a band
-reaching up), diverged runs dashed on their own.
+reaching up), diverged runs dashed on their own; dotted verticals: the LR drops.
 """
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import LogFormatter
 
 from normmatters import runs
 
-from .wd_figure import ARMS, arm_colors, describe, load_arms
+from .wd_figure import ARMS, WD_ON, _mark_milestones, arm_colors, describe, load_arms, lr_milestones
 
 STATS = {"median": "median channel norm", "max": "largest channel norm"}
 
@@ -105,7 +106,13 @@ def plot_norm_dynamics(arms: Mapping[str, Iterable[str | Path]], params: Iterabl
             ax.set_xlabel("Epoch", fontsize=8)
         block.suptitle(f"{STATS[stat].capitalize()} per layer, by epoch (median over seeds, band min–max)",
                        fontsize=9)
+    reference = loaded.get(WD_ON) or next(iter(loaded.values()))
+    milestones = lr_milestones(reference)
+    _mark_milestones(fig.axes, milestones)
     handles, labels = blocks[0].axes[0].get_legend_handles_labels()
+    if milestones:
+        handles.append(Line2D([], [], color="0.35", lw=0.8, ls=":"))
+        labels.append(f"LR drop (after epoch {', '.join(f'{m:g}' for m in milestones)})")
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize=8, frameon=False)
     fig.suptitle("\n".join(["Channel norms of the scale-invariant layers", *textwrap.wrap(describe(loaded), 120)]),
                  fontsize=10)

@@ -31,6 +31,8 @@ from matplotlib.lines import Line2D
 from normmatters import runs
 from normmatters.paired import t_interval
 
+from .run_scale import scale_parts
+
 WD_ON, WD_OFF, LR_CORRECTION, NORM_SCHEDULE = "WD on", "WD off", "WD off + LR correction", "Norm schedule"
 ARMS = (WD_ON, WD_OFF, LR_CORRECTION, NORM_SCHEDULE)
 ARM_COLORS = {WD_ON: "#e41a1c", WD_OFF: "#17becf", LR_CORRECTION: "#1f3fd6", NORM_SCHEDULE: "#2a9d2a"}
@@ -237,14 +239,9 @@ def seed_text(seeds: Iterable) -> str:
 
 
 def describe(arms: Mapping[str, ArmCurves]) -> str:
-    """'<data label>, <profile> scale, seeds …' from the runs' meta.json (what is known)."""
-    metas = [r.meta for a in arms.values() for r in a.runs]
-
-    def common(key: str) -> str | None:
-        values = sorted({str(m[key]) for m in metas if m.get(key) not in (None, "")})
-        return " / ".join(values) if values else None
-
-    parts = [p for p in (common("data_label"), common("profile") and f"{common('profile')} scale") if p]
+    """'<model> · <data label> · <epochs, LR drops> · seeds …' from the runs' config.yaml and meta.json
+    (what is known; normmatters.plots.run_scale)."""
+    parts = scale_parts(r.run_dir for a in arms.values() for r in a.runs)
     per_arm = {label: arm.seeds() for label, arm in arms.items()}
     seeds = sorted({s for found in per_arm.values() for s in found}, key=_seed_key)
     if seeds:
@@ -254,7 +251,7 @@ def describe(arms: Mapping[str, ArmCurves]) -> str:
     unfinished = sum(len(a.unfinished) for a in arms.values())
     if unfinished:
         parts.append(f"{unfinished} unfinished run{'s' if unfinished > 1 else ''} not shown")
-    return ", ".join(parts)
+    return " · ".join(parts)
 
 
 def _accuracy_label(arm: ArmCurves, paper: bool) -> str:
