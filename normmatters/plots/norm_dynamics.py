@@ -12,7 +12,6 @@ reaching up), diverged runs dashed on their own; dotted verticals: the LR drops.
 """
 from __future__ import annotations
 
-import textwrap
 import warnings
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -26,6 +25,7 @@ from matplotlib.ticker import LogFormatter
 
 from normmatters import runs
 
+from .run_scale import wrap_parts
 from .wd_figure import ARMS, WD_ON, _mark_milestones, arm_colors, describe, load_arms, lr_milestones
 
 STATS = {"median": "median channel norm", "max": "largest channel norm"}
@@ -114,6 +114,6 @@ def plot_norm_dynamics(arms: Mapping[str, Iterable[str | Path]], params: Iterabl
         handles.append(Line2D([], [], color="0.35", lw=0.8, ls=":"))
         labels.append(f"LR drop (after epoch {', '.join(f'{m:g}' for m in milestones)})")
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize=8, frameon=False)
-    fig.suptitle("\n".join(["Channel norms of the scale-invariant layers", *textwrap.wrap(describe(loaded), 120)]),
+    fig.suptitle("\n".join(["Channel norms of the scale-invariant layers", *wrap_parts(describe(loaded), 120)]),
                  fontsize=10)
     return fig

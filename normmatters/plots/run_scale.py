@@ -60,15 +60,20 @@ def seeds_text(arms: Mapping[str, Iterable[str | Path]]) -> str | None:
     return f"{low} seed{many} per arm" if low == high else f"{low}–{high} seeds per arm"
 
 
-def scale_lines(arms: Mapping[str, Iterable[str | Path]], width: int) -> list[str]:
-    """``scale_text`` broken into lines of at most about ``width`` characters, at its ' · ' separators."""
+def wrap_parts(text: str, width: int) -> list[str]:
+    """``text`` broken into lines of at most about ``width`` characters, at its ' · ' separators."""
     lines: list[str] = []
-    for part in scale_text(arms).split(" · "):
+    for part in text.split(" · "):
         if lines and len(lines[-1]) + 3 + len(part) <= width:
             lines[-1] += " · " + part
         else:
             lines.append(part)
     return lines
+
+
+def scale_lines(arms: Mapping[str, Iterable[str | Path]], width: int) -> list[str]:
+    """``scale_text`` in lines of at most about ``width`` characters."""
+    return wrap_parts(scale_text(arms), width)
 
 
 def scale_parts(run_dirs: Iterable[str | Path]) -> list[str]:

@@ -16,7 +16,6 @@ poster's colours, and the config names (``wd_on``, ``wd_off``, ``wd_lr_correctio
 from __future__ import annotations
 
 import math
-import textwrap
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from matplotlib.lines import Line2D
 from normmatters import runs
 from normmatters.paired import t_interval
 
-from .run_scale import scale_parts
+from .run_scale import scale_parts, wrap_parts
 
 WD_ON, WD_OFF, LR_CORRECTION, NORM_SCHEDULE = "WD on", "WD off", "WD off + LR correction", "Norm schedule"
 ARMS = (WD_ON, WD_OFF, LR_CORRECTION, NORM_SCHEDULE)
@@ -381,7 +380,7 @@ def plot_wd_arms(arms: Mapping[str, Iterable[str | Path]], paper_targets: bool =
         ax.grid(alpha=0.3)
     subtitle = describe(loaded)
     fig.suptitle("\n".join(["Weight decay vs LR correction vs norm schedule (PAPER.md §2)",
-                             *textwrap.wrap(subtitle, 120)]), fontsize=10)
+                             *wrap_parts(subtitle, 120)]), fontsize=10)
     return fig
 
 
