@@ -14,6 +14,7 @@ from normmatters import runs
 from .claims import FAILS, HOLDS, INCONCLUSIVE, MIN_EFFECT, NOT_RUN
 from .compose import experiment_dirs
 from .definition import discover, experiment_names, load_experiment
+from .figures import figure_captions
 from ..paired import gap_text, number_text
 from .report import paper_cell
 
@@ -239,8 +240,10 @@ def paper_report(results: Path) -> str:
     lines += ["", "Totals at cpu scale: " + ", ".join(f"{v} {k}" for k, v in counts.items())
               + "; at the paper's scale (claims × experiments): " + ", ".join(f"{v} {k}" for k, v in paper_counts.items()),
               "", "## Figures", ""]
-    lines += [f"![{f}]({f})" for f in figures]
-    return "\n".join(lines) + "\n"
+    captions = figure_captions(results)
+    for f in figures:
+        lines += [f"![{f}]({f})", ""] + ([f"*{captions[f]}*", ""] if f in captions else [])
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def forest_rows(results: Path) -> list[dict]:
