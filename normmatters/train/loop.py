@@ -101,6 +101,10 @@ def _train_locked(cfg, ranks: distributed.Ranks, config: dict, run_dir: Path) ->
         print(f"{run_dir} is already {done['status']}; not re-running it", file=sys.stderr)
         return {**done, "run_dir": str(run_dir)}
     state = checkpoint.load(run_dir)  # a corrupt checkpoint stops us before anything is written
+    if state is not None:  # and so does a damaged table: a read error leaves the run's record as it was
+        for name in runs.TABLES:
+            if runs.has_table(run_dir, name):
+                runs.read_table(run_dir, name)
     device = distributed.device_for(ranks, pick_device(cfg.device))
     # as early as we can: torch sets the calling thread, and only intra-op threads started later inherit it
     with flushing_denormals(bool(cfg.train.get("flush_denormal"))):
