@@ -7,7 +7,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export HYDRA_FULL_ERROR ?= 0
 
-.PHONY: setup test bench bench-train bench-gpu train reproduce-cifar figures notebooks clean
+.PHONY: setup test bench bench-train bench-gpu train reproduce-cifar verify figures notebooks clean
 
 setup: $(STAMP)
 
@@ -39,7 +39,11 @@ train: setup
 reproduce-cifar: setup
 	$(PY) scripts/reproduce.py --experiment wd_vgg11,norms_cifar,half_precision_probe,float_formats $(ARGS)
 
-figures: setup
+# every run under results/ still matches the manifest it recorded when it finished
+verify: setup
+	$(PY) scripts/verify_runs.py results
+
+figures: setup verify
 	$(PY) scripts/plot.py $(ARGS)
 
 notebooks: setup figures

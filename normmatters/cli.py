@@ -6,20 +6,29 @@ import sys
 import traceback
 
 from normmatters.placement import place_job
+from normmatters.runs import RunLocked, WriteFailed
 from normmatters.train.signals import RunInterrupted
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+# ValueError includes runs.UnreadableRunFile (a damaged or changed run file, named)
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, WriteFailed)
 
 
 def run_or_exit(fn, *args, **kwargs):
-    """fn(...); a user error exits 2 with one line, an interrupted run with 128 + the signal."""
+    """fn(...); a user error exits 2 with one line, a run directory in use 75 (RunLocked), an
+    interrupted run 128 + the signal (a second Ctrl-C too: one line, no traceback)."""
     try:
         return fn(*args, **kwargs)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RunLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(RunLocked.exit_code)
     except RunInterrupted as err:
         sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted (SIGINT)", file=sys.stderr)
+        sys.exit(130)
 
 
 def _in_multirun() -> bool:
@@ -35,9 +44,13 @@ def _in_multirun() -> bool:
 def run_recorded(fn, *args) -> dict:
     """fn(*args) for a caller that goes on after a failure (a sweep job, an experiment's run): a bad
     config prints one line, an exception its traceback, and either returns
-    {"status": "failed", "error": ...}. A signal (RunInterrupted) still propagates."""
+    {"status": "failed", "error": ...}; a run directory in use by another process is reported
+    (status "locked"), not trained twice. A signal (RunInterrupted) still propagates."""
     try:
         return fn(*args)
+    except RunLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        return {"status": "locked", "error": str(err)}
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return {"status": "failed", "error": str(err)}
@@ -57,5 +70,8 @@ def run_job(fn, cfg) -> dict:
     place_job(HydraConfig.get(), str(cfg.get("device", "auto")))
     try:
         return run_recorded(fn, cfg)
-    except RunInterrupted as err:
+    except RunInterrupted as err:  # the sweep stops here: its summary still says what each job did
+        from normmatters.sweep import summarize_stopped_sweep
+
+        summarize_stopped_sweep(HydraConfig.get(), err)
         sys.exit(err.exit_code)

@@ -3,7 +3,8 @@
 Each job writes one record, ``<sweep dir>/jobs/<num>.json``, when it ends (so launchers that run
 jobs in other processes work too); when the sweep ends the records become ``summary.csv`` and
 ``summary.md`` in the sweep directory, the table is printed, and the process exits with status 1
-if any job failed, after every job had its turn. Registered in ``configs/train.yaml``
+if any job failed or found its run directory in use by another process ("locked"), after every
+job had its turn. A sweep stopped by a signal writes the summary of the jobs so far. Registered in ``configs/train.yaml``
 (``hydra.callbacks.sweep_summary``).
 """
 from __future__ import annotations
@@ -30,8 +31,8 @@ def job_record(config: DictConfig, job_return: JobReturn) -> dict[str, Any]:
               "status": None, "test_acc": None, "epoch": None, "run_dir": "", "error": ""}
     if job_return.status == JobStatus.FAILED:
         return {**record, "status": "failed", "error": f"{type(value).__name__}: {value}"}
-    if isinstance(value, dict) and value.get("status") == "failed":
-        return {**record, "status": "failed", "error": str(value.get("error", ""))}
+    if isinstance(value, dict) and value.get("status") in ("failed", "locked"):
+        return {**record, "status": value["status"], "error": str(value.get("error", ""))}
     record["run_dir"] = str(value.get("run_dir", "")) if isinstance(value, dict) else ""
     meta = runs.read_meta(record["run_dir"]) if record["run_dir"] else {}
     final = meta.get("final", {})
@@ -52,20 +53,42 @@ class SweepSummary(Callback):
 
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             return
-        record = job_record(config, job_return)
-        path = Path(config.hydra.sweep.dir) / "jobs" / f"{record['job']}.json"
-        runs.atomic_write_bytes(path, lambda p: Path(p).write_text(json.dumps(record, default=str)))
+        _write_record(Path(config.hydra.sweep.dir), job_record(config, job_return))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        table = summary_table(sweep_dir)
-        runs.atomic_write_bytes(sweep_dir / "summary.csv", lambda p: table.to_csv(p, index=False))
-        text = table.drop(columns=["error"]).to_string(index=False)
-        failed = table[table["status"] == "failed"]
-        errors = "".join(f"\njob {r.job} ({r.overrides}): {r.error}" for r in failed.itertuples())
-        runs.atomic_write_bytes(sweep_dir / "summary.md", lambda p: Path(p).write_text(text + errors + "\n"))
-        print(f"\nsweep summary ({sweep_dir / 'summary.csv'}):\n{text}{errors}", file=sys.stderr)
-        if len(failed):
-            print(f"{len(failed)} of {len(table)} jobs failed; rerunning the same command retries them and "
-                  "skips the finished ones", file=sys.stderr)
+        table = write_summary(Path(config.hydra.sweep.dir))
+        bad = table[table["status"].isin(["failed", "locked"])]
+        if len(bad):
+            print(f"{len(bad)} of {len(table)} jobs failed or found their run in use; rerunning the same command "
+                  "retries them and skips the finished ones", file=sys.stderr)
             sys.exit(1)
+
+
+def _write_record(sweep_dir: Path, record: dict) -> None:
+    path = sweep_dir / "jobs" / f"{record['job']}.json"
+    runs.atomic_write_bytes(path, lambda p: Path(p).write_text(json.dumps(record, default=str)))
+
+
+def write_summary(sweep_dir: Path, note: str = "") -> pd.DataFrame:
+    """summary.csv and summary.md from the job records, and the table printed."""
+    table = summary_table(sweep_dir)
+    runs.atomic_write_bytes(sweep_dir / "summary.csv", lambda p: table.to_csv(p, index=False))
+    text = table.drop(columns=["error"]).to_string(index=False)
+    failed = table[table["status"].isin(["failed", "locked", "interrupted"])]
+    errors = "".join(f"\njob {r.job} ({r.overrides}): {r.error}" for r in failed.itertuples())
+    text += errors + (f"\n{note}" if note else "")
+    runs.atomic_write_bytes(sweep_dir / "summary.md", lambda p: Path(p).write_text(text + "\n"))
+    print(f"\nsweep summary ({sweep_dir / 'summary.csv'}):\n{text}", file=sys.stderr)
+    return table
+
+
+def summarize_stopped_sweep(hydra_config, err) -> None:
+    """A signal stopped the sweep in a job: record that job as interrupted, then the summary of the
+    jobs so far (Hydra calls no on_multirun_end then)."""
+    sweep_dir = Path(hydra_config.sweep.dir)
+    record = {"job": int(hydra_config.job.num), "overrides": " ".join(hydra_config.overrides.task),
+              "status": "interrupted", "test_acc": None, "epoch": None,
+              "run_dir": str(getattr(err, "run_dir", "") or ""), "error": str(err)}
+    _write_record(sweep_dir, record)
+    write_summary(sweep_dir, note=f"the sweep stopped at job {record['job']} on a signal; rerunning the same "
+                                  "command resumes it and skips the finished jobs")

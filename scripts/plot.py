@@ -4,6 +4,8 @@
     python scripts/plot.py [RESULTS_DIR]
 
 Needs neither the data nor a GPU: a report is a function of the tables in the run directories.
+A table that cannot be read, or no longer matches its run's manifest, stops it with one line
+naming the file (``make figures`` first verifies every run: scripts/verify_runs.py).
 An experiment directory is reported by every experiment of configs/reproduce/ whose first arm
 has runs in it.
 """
@@ -18,6 +20,14 @@ from normmatters.experiments.report import REPORTS
 
 
 def main() -> int:
+    try:
+        return report()
+    except (ValueError, OSError) as err:  # a damaged or changed run file: named, one line
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def report() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="?", default="results", type=Path)
     args = parser.parse_args()

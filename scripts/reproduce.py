@@ -29,6 +29,7 @@ from normmatters.experiments import definition, runner, seed_plan  # noqa: E402
 from normmatters.experiments.compose import compose_train  # noqa: E402
 from normmatters.experiments.paper_report import write_paper_report  # noqa: E402
 from normmatters.experiments.report import REPORTS  # noqa: E402
+from normmatters.train.validate import validate  # noqa: E402
 
 PROFILES = ("auto", "cpu", "paper", "smoke")
 
@@ -39,9 +40,12 @@ def seeds(text: str) -> list[int]:
     try:
         for part in text.split(","):
             lo, _, hi = part.partition("-")
+            if hi and int(hi) < int(lo):
+                raise ValueError(part)
             out.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds {text!r} is not valid; use e.g. 0,1,2 or 0-7") from None
+        raise argparse.ArgumentTypeError(f"--seeds {text!r} is not valid; use e.g. 0,1,2 or 0-7 "
+                                         "(a range low-high with low <= high)") from None
     return out
 
 
@@ -61,6 +65,8 @@ def main() -> int:
                         help="run each arm only at the seeds below its count in the experiment file's seed plan")
     parser.add_argument("--arms", default=None, help="comma-separated arms (default: the experiment's arms)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated cost, run nothing")
+    parser.add_argument("--wait", action="store_true",
+                        help="a run directory another process works on: wait for it (default: report it, go on)")
     parser.add_argument("--out-root", default="outputs",
                         help="where run directories go (default: outputs; the committed runs are in results/)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. data.path=...")
@@ -90,7 +96,7 @@ def one(name: str, profile: str, args) -> int:
     exp = definition.load_experiment(name)
     if exp.report and exp.report not in REPORTS:
         raise ValueError(f"experiment {name}: report={exp.report!r} is not valid; choose one of: {', '.join(REPORTS)}")
-    overrides = [f"out_root={args.out_root}", *args.overrides]
+    overrides = [f"out_root={args.out_root}", *(["wait_for_lock=true"] if args.wait else []), *args.overrides]
     if args.plan_seeds:
         return plan_seeds(exp, profile, overrides, args.dry_run)
     counts = None
@@ -105,6 +111,9 @@ def one(name: str, profile: str, args) -> int:
     if not jobs:
         print(f"experiment {name}: nothing planned at seeds {chosen}")
         return 0
+    if args.dry_run:  # the plan says what a real run would refuse (which records it as failed and goes on)
+        for job in jobs:
+            validate(job.cfg)
     print(runner.describe_plan(exp, jobs, profile), flush=True)
     if args.dry_run:
         return 0

@@ -22,6 +22,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from normmatters.atomic_files import fsync_path
+
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 # canonical split name -> accepted folder names, in order of preference
@@ -263,7 +265,9 @@ def extract_archive(path: str | os.PathLike, cache_dir: str | os.PathLike, progr
             for m in tqdm(tf, desc=f"extract {source.name}", unit=" files", disable=not progress):
                 if m.isfile() or m.isdir():
                     tf.extract(m, tmp, filter="data")
+        os.sync()  # the extracted files reach the disk before the rename makes them the cache
         os.replace(tmp, dest)
+        fsync_path(cache_dir, directory=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if dest.is_dir():  # another process won the race

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from normmatters.runs import atomic_write_bytes
+from normmatters.atomic_files import atomic_write_bytes, remove_stale_temps
 
 from .folder_index import DEFAULT_SPLITS, archive_identity, archive_stem, resolve_source, scan_image_folder
 
@@ -150,8 +150,13 @@ def _cache_file(source: Path, cache_dir, identity: dict, wanted: dict, image_siz
     return Path(os.path.expanduser(str(cache_dir))) / f"{stem}-{key}.pt"
 
 
+STALE_S = 60.0  # a temp file older than this that no writer holds is a killed writer's leftover
+
+
 def _read_cache(path: Path) -> dict | None:
-    """The cached dict, or None when absent, unreadable or of another ``CACHE_VERSION`` (then decode again)."""
+    """The cached dict, or None when absent, unreadable or of another ``CACHE_VERSION`` (then decode again).
+    Temp files that killed writers left in the cache directory are removed first."""
+    remove_stale_temps(path.parent, min_age_s=STALE_S)
     if not path.is_file():
         return None
     try:

@@ -57,8 +57,11 @@ def plan(exp: Experiment, compose: Callable, profile: str, seeds: list[int], arm
 
 
 def state(job: Job) -> str:
-    """finished | diverged | resume after epoch E | restart (running, no checkpoint) | new."""
+    """finished | diverged | in use by <pid ...> | resume after epoch E | restart (running, no checkpoint) | new."""
     status = runs.status(job.run_dir)
+    holder = runs.locked_by(job.run_dir)
+    if holder:  # another process works on it: reported, not trained twice
+        return f"in use by {holder}"
     if status in runs.DONE:
         return status
     if (job.run_dir / runs.CHECKPOINT).exists() and runs.has_table(job.run_dir, "epochs"):

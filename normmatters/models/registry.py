@@ -63,8 +63,19 @@ def build_model(name: str, num_classes: int, norm: str = "l2", norm_options: dic
     return model
 
 
+# the fewest channels any conv layer of each model has at width 1 (its first layer)
+NARROWEST: dict[str, int] = {"vgg11": 64, "vgg16": 64, "resnet20": 16, "resnet32": 16, "resnet44": 16,
+                             "resnet56": 16, "resnet18_cifar": 64, "resnet18": 64, "resnet50": 64}
+
+
 def check_config(model) -> None:
-    """The ``model`` config group: ``name``, ``width`` and ``init``."""
+    """The ``model`` config group: ``name``, ``width`` (which must leave every layer a channel: the
+    builders would otherwise round a layer up to 1 channel without a word) and ``init``."""
     checks.one_of("model.name", model.name, MODEL_NAMES)
     checks.number("model.width", model.width, above=0)
+    smallest = 0.5 / NARROWEST[model.name]  # round(channels * width) >= 1
+    if model.width < smallest:
+        raise ValueError(f"model.width={model.width!r} is not valid for {model.name}: its narrowest layer "
+                         f"({NARROWEST[model.name]} channels) would get {NARROWEST[model.name] * model.width:.3g}; "
+                         f"use width >= {smallest:g}")
     checks.one_of("model.init", model.get("init"), INITS)

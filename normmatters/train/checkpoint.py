@@ -9,7 +9,11 @@ from normmatters import runs
 
 
 def save(run_dir: Path, state: dict) -> None:
-    runs.atomic_write_bytes(Path(run_dir) / runs.CHECKPOINT, lambda p: torch.save(state, p))
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # through Python's file: a full disk is an OSError saying so
+            torch.save(state, f)
+
+    runs.atomic_write_bytes(Path(run_dir) / runs.CHECKPOINT, write)
 
 
 def load(run_dir: Path) -> dict | None:

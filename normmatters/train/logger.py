@@ -69,8 +69,9 @@ class RunLogger:
             if rows:
                 runs.write_table(self.run_dir, name, pd.DataFrame(rows))
 
-    def finish(self, summary: dict) -> None:
-        self.flush()
+    def finish(self, summary: dict, flush: bool = True) -> None:
+        if flush:
+            self.flush()
         if self.wandb is not None:
             self.wandb.summary.update(summary)
             self.wandb.finish()

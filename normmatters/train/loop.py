@@ -81,15 +81,30 @@ def train(cfg) -> dict:
     config = _plain_config(cfg)
     if ranks.parallel:  # per-device statistics make it another run than one process's
         config["world_size"] = ranks.world
+    elif config["train"].get("sync_norm"):  # one process has no other ranks: the very run without it
+        print("train.sync_norm=true has no effect in one process (no torchrun); training the run without it",
+              file=sys.stderr)
+        config["train"]["sync_norm"] = None
     run_dir = runs.run_dir_for(config)
     config["run_dir"] = str(run_dir)
     if ranks.main:
         print(f"run directory: {run_dir}" + (f" ({ranks.world} processes)" if ranks.parallel else ""), flush=True)
+    # one process per run directory (rank 0 speaks for a torchrun job): held until the run ends
+    lock = runs.RunLock(run_dir, wait=bool(cfg.get("wait_for_lock"))) if ranks.main else contextlib.nullcontext()
+    with lock:
+        return _train_locked(cfg, ranks, config, run_dir)
+
+
+def _train_locked(cfg, ranks: distributed.Ranks, config: dict, run_dir: Path) -> dict:
     done = runs.existing_result(run_dir, config)
     if done is not None:
         print(f"{run_dir} is already {done['status']}; not re-running it", file=sys.stderr)
         return {**done, "run_dir": str(run_dir)}
     state = checkpoint.load(run_dir)  # a corrupt checkpoint stops us before anything is written
+    if state is not None:  # and so does a damaged table: a read error leaves the run's record as it was
+        for name in runs.TABLES:
+            if runs.has_table(run_dir, name):
+                runs.read_table(run_dir, name)
     device = distributed.device_for(ranks, pick_device(cfg.device))
     # as early as we can: torch sets the calling thread, and only intra-op threads started later inherit it
     with flushing_denormals(bool(cfg.train.get("flush_denormal"))):
@@ -100,13 +115,25 @@ def train(cfg) -> dict:
             with StopOnSignal() as stop:
                 try:
                     return {**_epochs(run, state, stop), "run_dir": str(run_dir)}
+                except KeyboardInterrupt:  # a second Ctrl-C: stop at once, but say so and keep the record right
+                    _interrupt(run, len(run.logger.rows["epochs"]) + 1, signal.SIGINT, at_once=True)
+                except runs.UnreadableRunFile:
+                    raise  # a read error leaves the run's record as it was
                 except Exception as err:
-                    if ranks.main:
-                        reason = str(err).splitlines()[0] if str(err) else ""
-                        runs.write_meta(run_dir, status="failed", error=f"{type(err).__name__}: {reason}"[:300])
+                    _mark_failed(run_dir, err, ranks)
                     raise
         finally:
             distributed.stop(started)
+
+
+def _mark_failed(run_dir: Path, err: Exception, ranks: distributed.Ranks) -> None:
+    if not ranks.main:
+        return
+    reason = str(err).splitlines()[0] if str(err) else ""
+    try:
+        runs.write_meta(run_dir, status="failed", error=f"{type(err).__name__}: {reason}"[:300])
+    except runs.WriteFailed:  # the disk that failed the run may refuse this too; the error still says why
+        pass
 
 
 def _epochs(run: Run, state: dict | None, stop: StopOnSignal) -> dict:
@@ -146,16 +173,20 @@ def _resume_command() -> str:
         return shlex.join(["python", *sys.argv])
 
 
-def _interrupt(run: Run, epoch: int, signum: int) -> None:
-    name = signal.Signals(signum).name
+def _interrupt(run: Run, epoch: int, signum: int, at_once: bool = False) -> None:
+    name = signal.Signals(signum).name + (" twice" if at_once else "")
     if run.ranks.main:
         runs.write_meta(run.logger.run_dir, status="interrupted",
                         interrupted={"signal": name, "epoch": epoch, "step": run.step})
     run.logger.finish({"status": "interrupted", "epoch": epoch})
-    message = (f"{name}: stopped during epoch {epoch} (step {run.step}); {run.logger.run_dir} is marked interrupted "
+    how = "at once" if at_once else ""
+    message = (f"{name}: stopped {how + ' ' if how else ''}during epoch {epoch} (step {run.step}); "
+               f"{run.logger.run_dir} is marked interrupted "
                f"and resumes after epoch {epoch - 1} with: {_resume_command()}")
     print(message, file=sys.stderr)
-    raise RunInterrupted(signum, message)
+    stopped = RunInterrupted(signum, message)
+    stopped.run_dir = str(run.logger.run_dir)
+    raise stopped
 
 
 def _plain_config(cfg) -> dict:
@@ -210,7 +241,7 @@ def _setup(cfg, run_dir: Path, config: dict, fresh: bool = True, ranks: distribu
 
 def _start_run_dir(cfg, run_dir: Path, config: dict, fresh: bool, data, device, ranks, settings: dict) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    runs.remove_stale_temps(run_dir)
+    runs.remove_stale_temps(run_dir)  # under the run's lock (taken in train)
     if not (run_dir / runs.CONFIG).exists():
         text = OmegaConf.to_yaml(OmegaConf.create(config))
         runs.atomic_write_bytes(run_dir / runs.CONFIG, lambda p: Path(p).write_text(text))
@@ -351,7 +382,9 @@ def _stop(run: Run, status: str, epoch: int) -> dict:
     if status == "diverged" and run.ranks.main:
         print(f"run diverged at epoch {epoch}, step {run.step} (loss not finite); "
               f"marked diverged in {run.logger.run_dir / runs.META}", file=sys.stderr)
-    if run.ranks.main:
-        runs.write_meta(run.logger.run_dir, status=status, final=final)
-    run.logger.finish(final)
+    if run.ranks.main:  # tables first, then the record that they are final, with their manifest
+        run.logger.flush()
+        runs.write_meta(run.logger.run_dir, status=status, final=final,
+                        **{runs.MANIFEST_KEY: runs.manifest(run.logger.run_dir)})
+    run.logger.finish(final, flush=False)
     return final

@@ -14,6 +14,7 @@ from normmatters import checks, data, models, norms, optim
 from normmatters.norms.precision import NARROW_DTYPES
 
 from .build import AUTOCAST, DEVICES
+from .known_keys import check_known
 
 
 def writable_root(path: Path) -> None:
@@ -26,6 +27,9 @@ def writable_root(path: Path) -> None:
 
 
 def validate(cfg) -> None:
+    from omegaconf import OmegaConf
+
+    check_known(OmegaConf.to_container(cfg, resolve=False))
     checks.integer("seed", cfg.seed)
     models.check_config(cfg.model)
     norms.check_config(cfg.norm, cfg.precision)
@@ -42,6 +46,7 @@ def validate(cfg) -> None:
     checks.boolean("train.sync_norm", cfg.train.get("sync_norm"), nullable=True)
     checks.boolean("train.flush_denormal", cfg.train.get("flush_denormal"), nullable=True)
     checks.boolean("train.stop_on_nonfinite", cfg.train.get("stop_on_nonfinite"), nullable=True)
+    checks.boolean("wait_for_lock", cfg.get("wait_for_lock"), nullable=True)
     checks.one_of("train.log_precision", cfg.train.get("log_precision"),
                   (None, *(str(d).removeprefix("torch.") for d in NARROW_DTYPES)))
     if cfg.train.grad_clip is not None:
