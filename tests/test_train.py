@@ -131,9 +131,11 @@ def test_killed_run_resumes_to_identical_metrics(finished_run, tiny_cifar, tmp_p
 
 def test_sigterm_marks_the_run_interrupted_and_it_resumes_to_identical_metrics(finished_run, tiny_cifar,
                                                                                tmp_path):
+    """The data comes from the DATA variable, as with `DATA=... make ...`: the printed resume command
+    must carry it and the interpreter that ran, and running it as printed finishes the same run."""
     reference, _ = finished_run
-    args = tiny(tiny_cifar, tmp_path, "train.epochs=3", "name=e2e")
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONHASHSEED": "0"}
+    args = [a for a in tiny(tiny_cifar, tmp_path, "train.epochs=3", "name=e2e") if not a.startswith("data.path=")]
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONHASHSEED": "0", "DATA": str(tiny_cifar)}
     proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "train.py"), *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     run_dir = tmp_path / "e2e" / reference.name
@@ -146,7 +148,10 @@ def test_sigterm_marks_the_run_interrupted_and_it_resumes_to_identical_metrics(f
     assert runs.status(run_dir) == "interrupted", "the run finished before it could be stopped"
     last = err.strip().splitlines()[-1]
     assert last.startswith("SIGTERM: stopped during epoch") and "resumes after epoch" in last and "train.py" in last
-    resumed = run_script(args)
+    command = last.split(" with: ", 1)[1]
+    assert command.startswith(f"DATA={tiny_cifar} {sys.executable} "), command
+    del env["DATA"]  # a fresh shell: only what the command says
+    resumed = subprocess.run(["bash", "-c", command], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr and runs.status(run_dir) == "finished"
     pd.testing.assert_frame_equal(

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
-import shlex
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from normmatters.train import checkpoint, distributed
 from normmatters.train.denormals import flushing_denormals
 from normmatters.train.build import autocast_dtype, device_settings, model_from_config, optim_config, pick_device
 from normmatters.train.logger import RunLogger
+from normmatters.train.resume import resume_command
 from normmatters.train.signals import RunInterrupted, StopOnSignal
 from normmatters.train.validate import validate
 
@@ -163,16 +163,6 @@ def _epochs(run: Run, state: dict | None, stop: StopOnSignal) -> dict:
     return _stop(run, "finished", cfg.train.epochs)
 
 
-def _resume_command() -> str:
-    """The command that resumes this run: this job's own overrides under Hydra, else argv."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return shlex.join(["python", sys.argv[0], *HydraConfig.get().overrides.task])
-    except (ValueError, ImportError):
-        return shlex.join(["python", *sys.argv])
-
-
 def _interrupt(run: Run, epoch: int, signum: int, at_once: bool = False) -> None:
     name = signal.Signals(signum).name + (" twice" if at_once else "")
     if run.ranks.main:
@@ -182,7 +172,7 @@ def _interrupt(run: Run, epoch: int, signum: int, at_once: bool = False) -> None
     how = "at once" if at_once else ""
     message = (f"{name}: stopped {how + ' ' if how else ''}during epoch {epoch} (step {run.step}); "
                f"{run.logger.run_dir} is marked interrupted "
-               f"and resumes after epoch {epoch - 1} with: {_resume_command()}")
+               f"and resumes after epoch {epoch - 1} with: {resume_command()}")
     print(message, file=sys.stderr)
     stopped = RunInterrupted(signum, message)
     stopped.run_dir = str(run.logger.run_dir)
