@@ -87,6 +87,32 @@ def test_joblib_sweep_gives_each_job_its_share_of_the_cores(tiny_cifar, tmp_path
     assert "1 of 3 jobs failed" in proc.stderr
 
 
+def test_joblib_job_keeps_the_users_omp_num_threads(compose_hydra, monkeypatch):
+    chosen = []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    share = max(1, joblib.cpu_count() // 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", str(share + 2))
+    line = place_job(joblib_job(compose_hydra, 1, "hydra.launcher.n_jobs=2"), "cpu")
+    assert chosen == [share + 2] and line == f"job 1: {share + 2} CPU threads (OMP_NUM_THREADS={share + 2})"
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")  # not a count: the share of the cores
+    place_job(joblib_job(compose_hydra, 1, "hydra.launcher.n_jobs=2"), "cpu")
+    assert chosen[1:] == [share]
+
+
+def test_joblib_sweep_respects_omp_num_threads(tiny_cifar, tmp_path):
+    """joblib's workers get OMP_NUM_THREADS = cores // n_jobs unless the user set it: the user's wins."""
+    threads = max(1, joblib.cpu_count() // 2) + 1
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "-m", "hydra/launcher=joblib",
+                           "hydra.launcher.n_jobs=2", "seed=0,1",
+                           *tiny(tiny_cifar, tmp_path, "train.epochs=1", "name=sweep", "device=cpu")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    finished = sorted((tmp_path / "sweep").iterdir())
+    assert len(finished) == 2 and all(runs.read_meta(d)["threads"] == threads for d in finished)
+    assert f"placement: job 1: {threads} CPU threads (OMP_NUM_THREADS={threads})" in proc.stderr, proc.stderr
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_joblib_sweep_pins_job_j_to_gpu_j_mod_n(tiny_cifar, tmp_path):
     proc = run_script(["-m", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={torch.cuda.device_count()}",
