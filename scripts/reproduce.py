@@ -6,10 +6,12 @@
     python scripts/reproduce.py --experiment norms_cifar --profile cpu --plan-seeds --out-root results [--dry-run]
     python scripts/reproduce.py --experiment norms_cifar --profile cpu --planned [--seeds 3,5,7] --out-root results
 
-Runs every arm and seed in dependency order (an arm after the arms it needs, same seed), skips
-finished runs, resumes interrupted ones, goes on after a failed one, prints "run i/N" with a time
-estimate, then writes the report beside the runs and REPORT.md (every claim of PAPER.md) in the
-out-root. --dry-run prints the plan and its cost only.
+First checks the data once (offline without DATA / data.path: one line, exit 2) and prints the
+grand total of every experiment named (runs, time). Runs every arm and seed in dependency order (an
+arm after the arms it needs, same seed), skips finished runs, resumes interrupted ones, goes on after
+a failed run or report, prints "run i/N" with a time estimate, then writes the report beside the
+runs and REPORT.md (every claim of the paper, docs/paper.md) in the out-root. --dry-run prints the
+plan and its cost only.
 
 --plan-seeds computes from the committed runs how many seeds each claim needs (its spread only,
 normmatters/experiments/seed_plan.py), prints the plan and its cost, and writes each arm's count
@@ -19,16 +21,19 @@ arm only at the seeds below its planned count (all of them unless --seeds names 
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-from normmatters.cli import run_or_exit  # noqa: E402
+from normmatters.cli import USER_ERRORS, run_or_exit  # noqa: E402
+from normmatters.data.available import ensure_data  # noqa: E402
 from normmatters.experiments import definition, runner, seed_plan  # noqa: E402
 from normmatters.experiments.compose import compose_train  # noqa: E402
 from normmatters.experiments.paper_report import write_paper_report  # noqa: E402
 from normmatters.experiments.report import REPORTS  # noqa: E402
+from normmatters.experiments.totals import grand_total  # noqa: E402
 from normmatters.train.validate import validate  # noqa: E402
 
 PROFILES = ("auto", "cpu", "paper", "smoke")
@@ -77,57 +82,109 @@ def main() -> int:
             print(f"{name:<16} {exp.description}  [arms: {', '.join(exp.default_arms)}; "
                   f"variants: {', '.join(n for n, a in exp.arms.items() if a.variant) or 'none'}]")
         return 0
-    profile = args.profile
-    if profile == "auto":
-        import torch
-
-        profile = "paper" if torch.cuda.is_available() else "cpu"
-        print(f"profile: {profile} ({'CUDA found' if profile == 'paper' else 'no CUDA'}; use --profile to choose)")
+    profile, why = pick_profile(args.profile)
     names = definition.experiment_names() if args.experiment == "all" else args.experiment.split(",")
-    failed = 0
-    for name in names:
-        failed += run_or_exit(one, name, profile, args)
-    if not (args.dry_run or args.plan_seeds) and Path(args.out_root).is_dir():
-        print(f"wrote {write_paper_report(Path(args.out_root))}")
-    return 1 if failed else 0
+    exps = [run_or_exit(load, name) for name in names]
+    overrides = [f"out_root={args.out_root}", *(["wait_for_lock=true"] if args.wait else []), *args.overrides]
+    if args.plan_seeds:
+        for exp in exps:
+            run_or_exit(plan_seeds, exp, profile, overrides, args.dry_run)
+        return 0
+    data = run_or_exit(check_data, exps, profile, overrides, args.dry_run)  # before planning: offline stops here
+    planned = [(exp, run_or_exit(plan, exp, profile, args, overrides)) for exp in exps]
+    print(grand_total(planned, profile) + why, flush=True)  # the first line: what the whole job costs
+    print("\n".join(data), flush=True)
+    failures = []
+    for exp, jobs in planned:
+        failures += run_or_exit(one, exp, jobs, profile, args)
+    if not args.dry_run and Path(args.out_root).is_dir():
+        failures += reported("REPORT.md", lambda: [write_paper_report(Path(args.out_root))])
+    if failures:
+        print(f"{len(failures)} failure{'s' if len(failures) > 1 else ''}: " + "; ".join(failures), file=sys.stderr)
+    return 1 if failures else 0
 
 
-def one(name: str, profile: str, args) -> int:
+def pick_profile(profile: str) -> tuple[str, str]:
+    """The profile, and why when chosen automatically (auto = paper with CUDA, else cpu)."""
+    if profile != "auto":
+        return profile, ""
+    import torch
+
+    profile = "paper" if torch.cuda.is_available() else "cpu"
+    return profile, f"; {'CUDA found' if profile == 'paper' else 'no CUDA'}, --profile to choose"
+
+
+def load(name: str):
     exp = definition.load_experiment(name)
     if exp.report and exp.report not in REPORTS:
         raise ValueError(f"experiment {name}: report={exp.report!r} is not valid; choose one of: {', '.join(REPORTS)}")
-    overrides = [f"out_root={args.out_root}", *(["wait_for_lock=true"] if args.wait else []), *args.overrides]
-    if args.plan_seeds:
-        return plan_seeds(exp, profile, overrides, args.dry_run)
+    return exp
+
+
+def plan(exp, profile: str, args, overrides: list[str]) -> list:
+    """The experiment's jobs: the seeds asked for, or with --planned its seed plan's."""
     counts = None
     if args.planned:
         counts = exp.seed_plan.get(profile)
         if not counts:
-            raise ValueError(f"experiment {name} has no seed plan for profile {profile}; "
+            raise ValueError(f"experiment {exp.name} has no seed plan for profile {profile}; "
                              f"make one with --plan-seeds (valid with --planned: {', '.join(exp.seed_plan) or 'none'})")
     chosen = args.seeds if args.seeds is not None else list(range(max(counts.values()))) if counts else [0, 1, 2]
     arms = args.arms.split(",") if args.arms else None
-    jobs = runner.plan(exp, compose_train, profile, chosen, arms, overrides, counts)
+    return runner.plan(exp, compose_train, profile, chosen, arms, overrides, counts)
+
+
+def check_data(exps, profile: str, overrides: list[str], dry_run: bool) -> list[str]:
+    """Each distinct data section of the experiments is there (a dry run downloads nothing)."""
+    sections = {}
+    for exp in exps:
+        data = runner.plan(exp, compose_train, profile, [0], exp.default_arms[:1], overrides)[0].cfg.data
+        sections.setdefault(repr(sorted(data.items())), data)
+    return [ensure_data(data, fetch=not dry_run) for data in sections.values()]
+
+
+def reported(what: str, write) -> list[str]:
+    """write() -> paths; a failure is printed and returned (one entry), like a failed run: the job goes on."""
+    try:
+        paths = write()
+    except Exception as err:  # noqa: BLE001 - collected; the other experiments still run
+        if not isinstance(err, USER_ERRORS):
+            traceback.print_exc()
+        error = " ".join(f"{type(err).__name__}: {err}".split())
+        print(f"report {what} failed: {error}", file=sys.stderr)
+        return [f"report {what}: {error}"]
+    print("\n".join(f"wrote {p}" for p in paths), flush=True)
+    return []
+
+
+def one(exp, jobs: list, profile: str, args) -> list[str]:
+    """Run one experiment's plan and write its report; returns its failures (runs, report)."""
     if not jobs:
-        print(f"experiment {name}: nothing planned at seeds {chosen}")
-        return 0
+        print(f"experiment {exp.name}: nothing planned at these seeds")
+        return []
     if args.dry_run:  # the plan says what a real run would refuse (which records it as failed and goes on)
         for job in jobs:
             validate(job.cfg)
     print(runner.describe_plan(exp, jobs, profile), flush=True)
     if args.dry_run:
-        return 0
+        return []
     table = runner.run(exp, jobs, profile)
     exp_dir = jobs[0].run_dir.parent
-    found = definition.discover(exp, exp_dir)
-    if exp.report and found:
-        print("\n".join(f"wrote {p}" for p in REPORTS[exp.report](exp, found, exp_dir)))
+    failures = []
+    if exp.report:
+        failures += reported(f"of {exp.name}", lambda: write_report(exp, exp_dir))
     bad = table[~table["status"].isin(["finished", "diverged"])]
     if len(bad):
         print(f"{len(bad)} of {len(table)} runs did not finish: "
               + "; ".join(f"{r.arm} seed {r.seed}: {r.status} {r.error}".strip() for r in bad.itertuples()),
               file=sys.stderr)
-    return len(bad)
+        failures.append(f"{exp.name}: {len(bad)} of {len(table)} runs did not finish")
+    return failures
+
+
+def write_report(exp, exp_dir: Path) -> list:
+    found = definition.discover(exp, exp_dir)
+    return REPORTS[exp.report](exp, found, exp_dir) if found else []
 
 
 def plan_seeds(exp, profile: str, overrides: list[str], dry_run: bool) -> int:

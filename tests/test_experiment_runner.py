@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -39,7 +40,37 @@ def test_dry_run_prints_the_plan_and_its_cost_and_runs_nothing(tmp_path):
     assert [(r[1], r[2]) for r in rows] == [("wd_on", "0"), ("wd_lr_correction_grad", "0"),
                                             ("wd_on", "1"), ("wd_lr_correction_grad", "1")]  # the needed arm first
     assert "4 runs, 4 to do: about 52 minutes at 13.0 min/run (profile cpu)" in proc.stdout
+    assert proc.stdout.splitlines()[0] == "1 experiment: 4 runs, 4 to do: about 52 minutes (profile cpu)"
     assert not any(tmp_path.iterdir())
+
+
+def test_the_first_line_is_the_grand_total_of_every_experiment(tmp_path):
+    proc = reproduce("--experiment", "wd_vgg11,norms_cifar", "--profile", "cpu", "--dry-run", "--out-root", str(tmp_path),
+                     f"data.download_root={tmp_path}/none")
+    assert proc.returncode == 0, proc.stderr
+    per_experiment = [re.search(r"^(\d+) runs, (\d+) to do: about (\d+) minutes", ln) for ln in proc.stdout.splitlines()]
+    counts = [tuple(int(g) for g in m.groups()) for m in per_experiment if m]
+    assert len(counts) == 2
+    runs_, todo, minutes = (sum(c[i] for c in counts) for i in range(3))
+    assert proc.stdout.splitlines()[0] == (f"2 experiments: {runs_} runs, {todo} to do: about {minutes / 60:.1f} hours "
+                                           "(profile cpu)")
+    assert "the first run downloads it" in proc.stdout and "DATA=" in proc.stdout  # a dry run downloads nothing
+    assert not any(tmp_path.iterdir())
+
+
+def test_without_network_the_job_stops_before_planning_with_one_line(tmp_path):
+    """No DATA and no torchvision copy: the download is tried once (through a proxy that refuses every
+    connection, as on a machine without a network) and the job stops with one line naming DATA."""
+    env = {k: v for k, v in ENV.items() if k.lower() not in ("data", "no_proxy")}
+    env.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
+    proc = subprocess.run([sys.executable, "scripts/reproduce.py", "--experiment", "wd_vgg11,norms_cifar", "--profile",
+                           "smoke", "--out-root", str(tmp_path / "out"), f"data.download_root={tmp_path}/download"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: CIFAR-10 is not in {tmp_path}/download and downloading it failed (URLError")
+    assert "DATA=path/to/cifar10-jpeg.tar.gz make reproduce-cifar" in proc.stderr
+    assert not any(tmp_path.iterdir())  # no run directory, no empty download folder
 
 
 def test_bad_experiment_definitions_are_one_line(tmp_path):
@@ -88,3 +119,22 @@ arms:
     assert runs.status(runs.resolve_run(exp_dir / "wd_off_s0")) == "finished"
     assert not list(exp_dir.glob("broken_s0*")) and not list(exp_dir.glob("after_s0*"))
     assert "2 of 4 runs did not finish" in proc.stderr and (exp_dir / "claims.md").exists()
+
+
+def test_a_failing_report_is_collected_and_the_next_experiment_runs(tiny_cifar, tmp_path):
+    """The first experiment's folder holds a second run of its arm and seed (another config), so its
+    report cannot tell them apart and fails; the second experiment still runs, the job exits 1."""
+    first = write_experiment(tmp_path / "first.yaml", "report: wd\nminutes_per_run: {smoke: 0.1}\n"
+                             "overrides: [name=first]\narms:\n  wd_on: {label: WD on, overrides: [experiment=wd_on]}\n")
+    second = write_experiment(tmp_path / "second.yaml", "minutes_per_run: {smoke: 0.2}\noverrides: [name=second]\n"
+                              "arms:\n  wd_off: {label: WD off, overrides: [experiment=wd_off]}\n")
+    (tmp_path / "out" / "first" / "wd_on_s0-00000000").mkdir(parents=True)
+    proc = reproduce("--experiment", f"{first},{second}", "--profile", "smoke", "--seeds", "0", "--out-root",
+                     str(tmp_path / "out"), f"data.path={tiny_cifar}", f"data.cache_dir={tmp_path}/cache",
+                     "data.batch_size=16", "data.train_subset=null", "train.progress=false", "model=resnet20")
+    assert proc.stdout.splitlines()[0] == "2 experiments: 2 runs, 2 to do: about 0.3 minutes (profile smoke)"
+    assert proc.returncode == 1, proc.stderr
+    assert "report of first failed: ValueError:" in proc.stderr and "holds 2 runs of arm wd_on seed 0" in proc.stderr
+    assert runs.status(runs.resolve_run(tmp_path / "out" / "second" / "wd_off_s0")) == "finished"
+    assert (tmp_path / "out" / "REPORT.md").exists()
+    assert proc.stderr.strip().splitlines()[-1].startswith("1 failure: report of first: ValueError:")
