@@ -19,8 +19,11 @@ def save(run_dir: Path, state: dict) -> None:
 def load(run_dir: Path) -> dict | None:
     """The last checkpoint, or None; a ValueError (one line, naming the file) when it cannot be read."""
     path = Path(run_dir) / runs.CHECKPOINT
-    if not path.exists():
-        return None
+    return read(path) if path.exists() else None
+
+
+def read(path: Path) -> dict:
+    """A checkpoint file; a ValueError (one line, naming the file) when it cannot be read."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
         missing = [k for k in ("epoch", "step", "model", "optimizer", "scheduler", "rng") if k not in state]
