@@ -7,7 +7,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export HYDRA_FULL_ERROR ?= 0
 
-.PHONY: setup test bench bench-train bench-gpu train reproduce-cifar verify figures notebooks clean
+.PHONY: setup test lint bench bench-train bench-gpu train reproduce-cifar verify figures notebooks clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q tests
+
+# ruff's lint rules (pyproject.toml [tool.ruff]); a second or so, so CI runs it before the tests
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
 
 bench: setup
 	$(PY) -m normmatters.bench.norms $(ARGS)
@@ -46,8 +51,11 @@ verify: setup
 figures: setup verify
 	$(PY) scripts/plot.py $(ARGS)
 
+# executed copies go to outputs/notebooks/ (ignored by git): the tracked notebooks keep no outputs,
+# so running them never dirties the tree
 notebooks: setup figures
-	$(VENV)/bin/jupyter execute --inplace notebooks/*.ipynb
+	mkdir -p outputs/notebooks
+	$(VENV)/bin/jupyter execute notebooks/*.ipynb --output='../outputs/notebooks/{notebook_name}'
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-from normmatters.norms import build_norm, kernels, lp_ops
+from normmatters.norms import build_norm, kernels
 from normmatters.norms.lp_ops import lp_batch_norm_train
 
 KINDS = ("l1", "linf", "topk", "mean")

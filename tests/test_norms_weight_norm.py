@@ -38,7 +38,7 @@ def test_wn_matches_pytorch_weight_norm():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             torch.nn.utils.parametrizations.weight_norm(m)
     assert ours.state_dict().keys() == theirs.state_dict().keys()
-    for (ka, a), (kb, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
+    for (ka, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
         torch.testing.assert_close(a, b, msg=ka)
     x = torch.randn(4, 3, 6, 6)
     ya, yb = ours(x), theirs(x)

@@ -22,7 +22,6 @@ import contextlib
 import datetime as dt
 import math
 import re
-import statistics
 import sys
 import tempfile
 import time

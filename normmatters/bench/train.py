@@ -331,7 +331,7 @@ def main(argv=None) -> int:
         for name in args.models:
             res = Result(name)
 
-            def ov(tag, subset, epochs, log_every):
+            def ov(tag, subset, epochs, log_every, name=name):
                 return project_overrides(name, args.width, data_path, cache_dir, str(tmp / "runs"),
                                          subset=subset, batch_size=args.batch_size, epochs=epochs,
                                          log_every=log_every, tag=f"{name}_{tag}", device=device.type,

@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     for e in range(args.epochs):
         t1 = time.perf_counter()
         n = 0
-        for x, y in data.train.epoch(e):
+        for _, y in data.train.epoch(e):
             n += len(y)
         if device.type == "cuda":
             torch.cuda.synchronize()

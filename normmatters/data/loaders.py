@@ -44,7 +44,7 @@ class EpochPlan:
     dx: torch.Tensor | None
     flip: torch.Tensor | None  # (N,) bool
 
-    def take(self, pos: torch.Tensor | None) -> "EpochPlan":
+    def take(self, pos: torch.Tensor | None) -> EpochPlan:
         """The plan of the positions ``pos`` only (one rank's share)."""
         if pos is None:
             return self

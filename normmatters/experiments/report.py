@@ -166,7 +166,7 @@ def write_claims_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) 
     for figure, fig in claims_panels(exp, by_name):
         for fmt in ("png", "pdf"):
             path = out_dir / f"{figure}.{fmt}"
-            atomic_write_bytes(path, lambda p, f=fmt: fig.savefig(p, dpi=150, format=f, metadata=STABLE.get(f)))
+            atomic_write_bytes(path, lambda p, f=fmt, fig=fig: fig.savefig(p, dpi=150, format=f, metadata=STABLE.get(f)))
             written.append(path)
     claims = claims_mod.evaluate_all(exp.claims, by_name)
     text = claims_text(exp, by_name, claims)

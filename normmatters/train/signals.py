@@ -47,7 +47,7 @@ class StopOnSignal:
             raise KeyboardInterrupt
         self.signum = signum
 
-    def __enter__(self) -> "StopOnSignal":
+    def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():  # signal handlers live there only
             ours = [s for s in self.SIGNALS if not _submitit_handles(s)]
             self._previous = {s: signal.signal(s, self._handle) for s in ours}
