@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.lines import Line2D
 
 from normmatters import runs
 from normmatters.dynamics import equilibrium
