@@ -185,7 +185,7 @@ class RunLock:
         self._fd: int | None = None
         self._created: list[Path] = []
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self._created = [p for p in (self.run_dir, *self.run_dir.parents) if not p.exists()]
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
