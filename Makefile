@@ -9,7 +9,10 @@ export HYDRA_FULL_ERROR ?= 0
 
 .PHONY: setup test lint bench bench-train bench-gpu train reproduce-cifar verify figures notebooks clean
 
-setup: $(STAMP)
+KERNELS := $(VENV)/.kernels
+KERNEL_SOURCES := $(wildcard normmatters/norms/kernels/*.cpp normmatters/norms/kernels/*.h)
+
+setup: $(STAMP) $(KERNELS)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PY_SYS) -m venv $(VENV)
@@ -17,6 +20,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# the C++ CPU kernels, built here once per machine and PyTorch so that no run pays for it (a second
+# clone finds them in ~/.cache/normmatters); without a compiler: one warning, runs use the Python path
+$(KERNELS): $(STAMP) $(KERNEL_SOURCES)
+	$(PY) -m normmatters.norms.kernels
+	touch $(KERNELS)
 
 test: setup lint
 	$(PY) -m pytest -q tests

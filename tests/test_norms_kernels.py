@@ -235,12 +235,13 @@ def test_l2_never_runs_the_kernels(options):
     torch.testing.assert_close(y.double(), (xd - mu) / torch.sqrt(var + EPS), rtol=1e-4, atol=1e-4)
 
 
-def test_build_failure_warns_once_and_falls_back(monkeypatch):
+def test_build_failure_warns_once_and_falls_back(monkeypatch, tmp_path):
     import torch.utils.cpp_extension as ext
 
     def broken(*args, **kwargs):
         raise OSError("no compiler")
 
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # no cached binary to import
     monkeypatch.setattr(ext, "load", broken)
     monkeypatch.setattr(kernels, "_cpu_module", None)
     monkeypatch.setattr(kernels, "_cpu_failed", False)

@@ -75,6 +75,41 @@ def test_triton_kernels_under_the_interpreter(tmp_path):
     assert "cases 80" in out, out
 
 
+
+DROPIN = r"""
+import copy, torch
+from normmatters.norms import build_norm, kernels
+kernels.backend = lambda device_type: "triton"  # the Triton kernels on CPU tensors, run by the interpreter
+cases = 0
+for layout in ("nchw", "channels_last"):
+    for kind in ("l1", "linf", "topk", "mean"):
+        torch.manual_seed(cases)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), build_norm(kind, 6, k=3),
+                                  torch.nn.ReLU(inplace=True), torch.nn.Conv2d(6, 4, 1)).double()
+        ref = copy.deepcopy(net)
+        ref[1].fused = False
+        x = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+        if layout == "channels_last":
+            net, ref = net.to(memory_format=torch.channels_last), ref.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        y, y_ref = net(x), ref(x)
+        y.square().sum().backward()
+        y_ref.square().sum().backward()
+        torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-11)
+        for (name, p), q in zip(net.named_parameters(), ref.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-8, atol=1e-10, msg=f"{layout} {kind} {name}")
+        cases += 1
+print("cases", cases)
+"""
+
+
+def test_triton_kernels_under_an_in_place_activation(tmp_path):
+    """The layer's fused path through the Triton kernels (interpreter), followed by ReLU(inplace=True):
+    its output is not a view (autograd would refuse the in-place ReLU), in both layouts, and the
+    gradients equal the unfused path's."""
+    out = _python(DROPIN, tmp_path, TRITON_INTERPRET="1")
+    assert "cases 8" in out, out
+
 COMPILE = r'''
 import triton
 import triton.language as tl

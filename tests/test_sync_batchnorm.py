@@ -130,3 +130,17 @@ def test_unsynchronizable_options_are_refused():
     layer = build_norm("topk", 4, ghost_beta=0.75)
     with pytest.raises(ValueError, match=r"ghost_beta=0.75.*valid: None"):
         convert_sync(nn.Sequential(layer))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_conversion_keeps_the_layers_dtype(kind):
+    """A float64 model's synchronized norms stay float64 (they were rebuilt in float32, rounding the
+    weights and statistics that load_state_dict copied in)."""
+    layer = build_norm(kind, 4).double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(1 / 3)
+    synced = convert_sync(nn.Sequential(layer))[0]
+    assert all(t.dtype == torch.float64 for t in (*synced.parameters(), *synced.buffers()) if t.is_floating_point())
+    for key, value in layer.state_dict().items():
+        assert torch.equal(synced.state_dict()[key], value), key

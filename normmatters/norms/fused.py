@@ -155,12 +155,13 @@ def dy_sums(dy: Tensor, xv: Tensor, mu: Tensor, scratch: Tensor):
     return sdy.view(bshape), sdyd.view(bshape)
 
 
-def forward(xv: Tensor, weight, bias, kind: str, eps: float, constant: float, k: int, batch: int):
+def forward(xv: Tensor, weight, bias, kind: str, eps: float, constant: float, k: int, batch: int,
+            out: Tensor | None = None):
     """Training-mode mean-only / L1 / top-k / L∞ norm of a canonical view, without autograd.
 
     Returns (y, mean, scale, aux, idx) like the compiled kernels: scale = C·stat without ε (zeros
     for "mean"), aux = mean sign(x − μ) per channel for "l1" or the signs at the top-k, (C, k),
-    idx = the top-k's flat indices into xv, (C, k).
+    idx = the top-k's flat indices into xv, (C, k). y is ``out`` when given (xv's shape and strides).
     """
     bshape = _bshape(xv)
     C = xv.shape[1]
@@ -168,16 +169,18 @@ def forward(xv: Tensor, weight, bias, kind: str, eps: float, constant: float, k:
     mu = channel_sum(xv).div_(n)
     idx, aux = xv.new_empty((0, 0), dtype=torch.long), xv.new_empty(0)
     if kind == "mean":
-        y = xv - mu if bias is None else torch.sub(xv, mu).add_(bias.view(bshape))
+        y = torch.sub(xv, mu, out=out)
+        if bias is not None:
+            y.add_(bias.view(bshape))
         return y, mu.reshape(-1), xv.new_zeros(C), aux, idx
     if kind == "l1":
-        y = torch.sub(xv, mu)  # x − μ, in the output buffer used as scratch
+        y = torch.sub(xv, mu, out=out)  # x − μ, in the output buffer used as scratch
         aux = channel_sum(torch.sign(y)).div_(n).view(-1)
         s = channel_sum(y.abs_()).mul_(constant / n)
     else:
         vals, idx, aux = topk_abs_deviation(xv, mu, k, batch)
         s = vals.mean(1).mul_(constant).view(bshape)
-        y = None
+        y = out
     inv = (s + eps).reciprocal_()
     scale = inv if weight is None else inv * weight.view(bshape)
     shift = -mu * scale if bias is None else bias.view(bshape) - mu * scale

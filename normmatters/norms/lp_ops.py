@@ -48,13 +48,13 @@ def _aux_shapes(kind: str, C: int, k: int):
     return (C, k), (C, k)
 
 
-def _run_forward(xv, weight, bias, kind, eps, constant, k, batch):
+def _run_forward(xv, weight, bias, kind, eps, constant, k, batch, out):
     which = kernels.backend(xv.device.type)
     if which == "cpp":
-        return tuple(kernels.cpu_module().forward(xv, weight, bias, KIND_IDS[kind], eps, constant, k, batch))
+        return tuple(kernels.cpu_module().forward(xv, weight, bias, KIND_IDS[kind], eps, constant, k, batch, out))
     if which == "triton":
-        return kernels.triton_module().forward(xv, weight, bias, kind, eps, constant, k, batch)
-    return fused.forward(xv, weight, bias, kind, eps, constant, k, batch)
+        return kernels.triton_module().forward(xv, weight, bias, kind, eps, constant, k, batch, out=out)
+    return fused.forward(xv, weight, bias, kind, eps, constant, k, batch, out=out)
 
 
 def _run_backward(dy, xv, mu, scale, weight, aux, idx, kind, eps, constant, k, batch):
@@ -68,9 +68,14 @@ def _run_backward(dy, xv, mu, scale, weight, aux, idx, kind, eps, constant, k, b
 
 
 def _forward(x, weight, bias, kind, eps, constant, k):
-    xv, restore = _canonical(x)
-    y, mu, scale, aux, idx = _run_forward(xv, weight, bias, kind, eps, constant, k, x.shape[0])
-    return restore(y), mu, scale, aux, idx
+    """y is a new tensor of x's shape and layout (not a view): the kernels write into its canonical
+    view. What the autograd Function returns must not be a view made inside it: autograd refuses
+    to let such a view be modified in place, and every in-place activation after a norm
+    (nn.ReLU(inplace=True), ReLU6, SiLU(inplace=True) in torchvision's and timm's models) does."""
+    y = torch.empty_like(x)  # x is dense (contiguous or channels-last), so y has x's strides
+    xv, yv = _canonical(x)[0], _canonical(y)[0]
+    _, mu, scale, aux, idx = _run_forward(xv, weight, bias, kind, eps, constant, k, x.shape[0], yv)
+    return y, mu, scale, aux, idx
 
 
 def _backward_impl(dy, x, mean, scale, weight, aux, idx, kind, eps, constant, k):

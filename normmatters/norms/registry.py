@@ -49,6 +49,17 @@ def check_config(norm, precision=None) -> None:
         raise ValueError(f"norm.options: {err}") from None
 
 
+def prepare_kernels(model: nn.Module, device) -> str | None:
+    """Load the fused kernels that ``model``'s Lp norms will run on ``device`` now (building the C++
+    ones, with their one line, if this machine has none cached), not inside the first training step;
+    returns the backend ('cpp', 'triton', 'python'), or None when no layer uses the fused kernels."""
+    from . import kernels
+
+    if not any(isinstance(m, LpBatchNorm) and m.kind != "l2" and m.fused is not False for m in model.modules()):
+        return None
+    return kernels.backend(torch.device(device).type)
+
+
 def is_norm_layer(module: nn.Module) -> bool:
     """True for the layers build_norm makes (and PyTorch's own batch norms), e.g. to exempt
     their parameters from weight decay."""

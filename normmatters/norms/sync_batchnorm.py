@@ -121,7 +121,9 @@ def _sync_layer(layer: LpBatchNorm, process_group) -> nn.Module:
         new = SyncLpBatchNorm(layer.num_features, layer.kind, layer.eps, layer.momentum, layer.affine,
                               layer.track_running_stats, k=layer.k or 10, constant=layer.constant,
                               fused=layer.fused, process_group=process_group)
-    new = new.to(next(iter(layer.state_dict().values()), torch.empty(0)).device)
+    floats = [t for t in (*layer.parameters(), *layer.buffers()) if t.is_floating_point()]
+    if floats:  # the layer's device and dtype (a float64 model's norms stay float64)
+        new = new.to(device=floats[0].device, dtype=floats[0].dtype)
     new.load_state_dict(layer.state_dict())
     new.train(layer.training)
     return new

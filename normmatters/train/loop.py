@@ -20,7 +20,7 @@ from normmatters import runs
 from normmatters.data import build_data
 from normmatters.data import check_config as check_data_config
 from normmatters.dynamics import AngleProbe, channel_norm_rows, layer_rows, scale_invariant_weights
-from normmatters.norms import check_norm_inputs
+from normmatters.norms import check_norm_inputs, prepare_kernels
 from normmatters.norms.precision_probe import PrecisionProbe
 from normmatters.optim import build_optimizer, build_scheduler, build_step_hooks
 from normmatters.norms.sync_batchnorm import convert_sync
@@ -202,6 +202,7 @@ def _setup(cfg, run_dir: Path, config: dict, fresh: bool = True, ranks: distribu
     device = device or pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = model_from_config(cfg, check_data_config(cfg.data).num_classes).to(device)
+    prepare_kernels(model, device)  # a first C++ build (one line, about a minute) before any progress bar
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     sync = bool(cfg.train.get("sync_norm")) and ranks.parallel

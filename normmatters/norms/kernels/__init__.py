@@ -1,12 +1,20 @@
-"""Fused Lp batch-norm kernels: which one runs, and the CPU extension's build and fallback.
+"""Fused Lp batch-norm kernels: which one runs, and the CPU extension's build, cache and fallback.
 
 - CUDA tensors: the Triton kernels (``triton_lp.py``) when Triton imports, else the Python path.
 - CPU tensors: the C++ extension (``cpu_lp.h``, ``cpu_lp_forward.cpp``, ``cpu_lp_backward.cpp``),
-  compiled with PyTorch's own tooling (``torch.utils.cpp_extension.load``, which needs ninja) on
-  first use, about a minute, then cached under ``$TORCH_EXTENSIONS_DIR`` or
-  ``~/.cache/normmatters/torch_extensions`` in a directory named after the sources and the CPU
-  (the build uses -march=native). Without a compiler or ninja, or when the build fails, one
-  warning is printed and the Python fused path (``fused.py``) runs instead.
+  built with PyTorch's own tooling (``torch.utils.cpp_extension.load``, which needs ninja) once per
+  machine: ``make setup`` builds it (``python -m normmatters.norms.kernels``), and a process that
+  finds none builds it on first use, printing one line (about a minute).
+
+The cache: ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/normmatters/torch_extensions``, one folder per
+binary, ``nm_cpu_lp_<key>``, the key a hash of what determines the binary and nothing else: the
+sources' contents, PyTorch's version (and C++ ABI), Python's extension ABI, the compiler's
+identity (``$CXX --version``), the flags and the CPU (the build uses -march=native). Not the paths
+of the checkout or of the virtual environment: a second clone, or a fresh environment with the same
+PyTorch, imports the cached ``nm_cpu_lp.so`` directly. (torch's own cache would rebuild it there:
+its build files, which it checks, name the include paths of the environment that built it.)
+Without a compiler or ninja, or when the build fails, one warning is printed and the Python fused
+path (``fused.py``) runs instead.
 
 ``NM_KERNELS=python`` forces the Python path (for comparisons); ``NM_KERNELS=native`` makes a
 missing kernel an error instead of a warning (CI of the kernels themselves).
@@ -14,17 +22,25 @@ missing kernel an error instead of a warning (CI of the kernels themselves).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import logging
 import os
 import platform
+import shlex
 import shutil
+import subprocess
 import sys
+import sysconfig
 import warnings
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 SOURCES = ("cpu_lp.h", "cpu_lp_forward.cpp", "cpu_lp_backward.cpp")
+NAME = "nm_cpu_lp"
+LIBRARY = NAME + ".so"  # the cached binary, in its keyed folder
 _cpu_module = None
 _cpu_failed = False
+_cpu_built = False  # whether this process compiled the extension (False: imported from the cache)
 _triton = None
 _triton_failed = False
 
@@ -36,25 +52,57 @@ def _mode() -> str:
     return mode
 
 
-def _cpu_tag() -> str:
-    """The build uses -march=native, so a cached build is keyed by the CPU it was built for."""
-    flags = platform.machine()
+def _flags() -> tuple[list[str], list[str]]:
+    native = "-march=native" if platform.machine() in ("x86_64", "AMD64") else "-mcpu=native"
+    return ["-O3", "-fopenmp", native], ["-fopenmp"]
+
+
+def _cpu_identity() -> str:
+    """-march=native: the binary is specific to the CPU's features."""
+    text = platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features", "model name")):
-                flags += line
+                return text + line  # every core lists the same; the first is enough
     except OSError:
-        flags += platform.processor()
-    src = "".join((_HERE / s).read_text() for s in SOURCES)
-    return hashlib.sha1((flags + src).encode()).hexdigest()[:10]
+        pass
+    return text + platform.processor()
 
 
-def _build_dir() -> Path:
+def _compiler_identity() -> str:
+    """What `$CXX --version` prints (torch's loader compiles with $CXX, default c++)."""
+    cxx = os.environ.get("CXX", "c++")
+    try:
+        done = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
+        return f"{cxx}: {done.stdout}"
+    except (OSError, subprocess.SubprocessError):
+        return f"{cxx}: none"
+
+
+def cache_key(sources_dir: Path = _HERE) -> str:
+    """Hash of what determines the binary (sources, torch, Python ABI, compiler, flags, CPU); no paths."""
+    import torch
+
+    cflags, ldflags = _flags()
+    parts = [(sources_dir / s).read_bytes() for s in SOURCES]
+    parts += [str(x).encode() for x in (
+        torch.__version__, torch.version.git_version, torch._C._GLIBCXX_USE_CXX11_ABI,
+        sysconfig.get_config_var("EXT_SUFFIX"), sys.implementation.cache_tag,
+        _compiler_identity(), cflags, ldflags, _cpu_identity())]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little") + part)
+    return digest.hexdigest()[:16]
+
+
+def cache_root() -> Path:
     root = os.environ.get("TORCH_EXTENSIONS_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "normmatters" / "torch_extensions"
-    path = base / f"nm_cpu_lp_{_cpu_tag()}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return Path(root) if root else Path.home() / ".cache" / "normmatters" / "torch_extensions"
+
+
+def cache_dir() -> Path:
+    """The folder of this machine's binary: cache_root()/nm_cpu_lp_<cache_key()>."""
+    return cache_root() / f"{NAME}_{cache_key()}"
 
 
 def _fail(what: str, err: Exception) -> None:
@@ -73,21 +121,61 @@ def _find_ninja() -> None:
         os.environ["PATH"] = f"{here}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
+def _import(library: Path):
+    spec = importlib.util.spec_from_file_location(NAME, library)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build(folder: Path):
+    """Compile into folder/build (torch's loader, which locks it against a concurrent build), then
+    publish folder/nm_cpu_lp.so atomically; returns the module torch's loader imported."""
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its import warns of a missing CUDA runtime: irrelevant to a CPU build
+    try:
+        from torch.utils.cpp_extension import load
+    finally:
+        quiet.setLevel(level)
+
+    _find_ninja()
+    cxx = os.environ.get("CXX", "c++")
+    for tool, what in ((shlex.split(cxx)[0] if cxx.strip() else "c++", "C++ compiler"), ("ninja", "ninja")):
+        if shutil.which(tool) is None:  # the one warning, without announcing a build that cannot run
+            raise OSError(f"no {what} ({tool} not found)")
+    build = folder / "build"
+    build.mkdir(parents=True, exist_ok=True)
+    print(f"normmatters: building the C++ CPU kernels, once for this machine and PyTorch (about a minute), "
+          f"into {folder}", file=sys.stderr, flush=True)
+    cflags, ldflags = _flags()
+    module = load(name=NAME, sources=[str(_HERE / s) for s in SOURCES if s.endswith(".cpp")],
+                  extra_cflags=cflags, extra_ldflags=ldflags, build_directory=str(build), verbose=False)
+    temp = folder / f".{LIBRARY}.{os.getpid()}.tmp"
+    shutil.copyfile(build / LIBRARY, temp)
+    os.replace(temp, folder / LIBRARY)
+    return module
+
+
 def cpu_module():
-    """The compiled CPU extension, or None (Python fallback); builds once per process and cache dir."""
-    global _cpu_module, _cpu_failed
+    """The compiled CPU extension, or None (Python fallback): imported from the cache, or built once
+    (per machine, torch, compiler and sources) and cached; never fatal outside NM_KERNELS=native."""
+    global _cpu_module, _cpu_failed, _cpu_built
     if _mode() == "python":
         return None
     if _cpu_module is not None or _cpu_failed:
         return _cpu_module
     try:
-        from torch.utils.cpp_extension import load
-
-        _find_ninja()
-        native = "-march=native" if platform.machine() in ("x86_64", "AMD64") else "-mcpu=native"
-        _cpu_module = load(name="nm_cpu_lp", sources=[str(_HERE / s) for s in SOURCES if s.endswith(".cpp")],
-                           extra_cflags=["-O3", "-fopenmp", native], extra_ldflags=["-fopenmp"],
-                           build_directory=str(_build_dir()), verbose=False)
+        folder = cache_dir()
+        library = folder / LIBRARY
+        if library.exists():
+            try:
+                _cpu_module = _import(library)
+                return _cpu_module
+            except ImportError:  # a damaged file: build it again
+                library.unlink(missing_ok=True)
+        _cpu_module = _build(folder)
+        _cpu_built = True
     except Exception as err:  # no compiler, no ninja, a build error: never fatal
         _cpu_failed = True
         _fail("the C++ CPU kernels", err)

@@ -226,13 +226,19 @@ template <typename T> struct Forward {
 
 // Returns (y, mean, scale, aux, idx): scale = C·stat without ε (zeros for mean-only); aux = the
 // mean of sign(x − μ) (L1, (C,)) or the signs at the top-k ((C, k)); idx = top-k flat indices.
+// y is `out` when given (a contiguous tensor of x's shape and dtype, e.g. the canonical view of
+// the caller's output in the model's own shape), else a new tensor.
 std::vector<at::Tensor> forward(const at::Tensor& x, const c10::optional<at::Tensor>& weight,
                                 const c10::optional<at::Tensor>& bias, int64_t kind, double eps, double constant,
-                                int64_t k, int64_t batch) {
+                                int64_t k, int64_t batch, const c10::optional<at::Tensor>& out) {
   const Geo g = geometry(x, batch);
   TORCH_CHECK(kind != kTopk || (k >= 1 && k <= g.N * g.L), "k must be in [1, elements per channel]");
   const int64_t kk = kind == kTopk ? k : 0;
-  auto y = at::empty_like(x);
+  if (out.has_value()) {
+    TORCH_CHECK(out->sizes() == x.sizes() && out->is_contiguous() && out->scalar_type() == x.scalar_type() &&
+                    out->device() == x.device(), "out must be a contiguous tensor of x's shape, dtype and device");
+  }
+  auto y = out.has_value() ? *out : at::empty_like(x);
   auto mu = at::empty({g.C}, x.options());
   auto scale = at::zeros({g.C}, x.options());
   auto aux = kind == kTopk ? at::empty({g.C, k}, x.options()) : at::empty({kind == kL1 ? g.C : 0}, x.options());
@@ -255,6 +261,8 @@ std::vector<at::Tensor> backward(const at::Tensor& dy, const c10::optional<at::T
 }  // namespace nmlp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &nmlp::forward, "fused batch-norm forward (CPU)");
+  m.def("forward", &nmlp::forward, "fused batch-norm forward (CPU)", py::arg("x"), py::arg("weight"), py::arg("bias"),
+        py::arg("kind"), py::arg("eps"), py::arg("constant"), py::arg("k"), py::arg("batch"),
+        py::arg("out") = py::none());
   m.def("backward", &nmlp::backward, "fused batch-norm backward (CPU)");
 }

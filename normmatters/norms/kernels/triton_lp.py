@@ -109,9 +109,9 @@ def _launch_partials(mode, x, dy, mu, geo, min_groups=1):
     return out, rows
 
 
-def _affine(src, x, mu, a, b, c0, geo):
+def _affine(src, x, mu, a, b, c0, geo, out=None):
     N, C, L, _, _, _, cl = geo
-    out = torch.empty_like(src)
+    out = torch.empty_like(src) if out is None else out
     BLOCK = 1024
     same = lambda t: (a if t is None else t).to(src.dtype).contiguous()  # noqa: E731
     _channel_affine[(triton.cdiv(src.numel(), BLOCK),)](
@@ -137,7 +137,8 @@ def _topk(xv, mu, k, part, rows, geo):
     return vals, flat.gather(1, pos), torch.sign(d.gather(1, pos))
 
 
-def forward(xv, weight, bias, kind: str, eps: float, constant: float, k: int, batch: int):
+def forward(xv, weight, bias, kind: str, eps: float, constant: float, k: int, batch: int, out=None):
+    """(y, mean, scale, aux, idx) as the C++ kernel; y is ``out`` when given (xv's shape, contiguous)."""
     geo = _geometry(xv, batch)
     N, C, L = geo[:3]
     n = N * L
@@ -161,7 +162,7 @@ def forward(xv, weight, bias, kind: str, eps: float, constant: float, k: int, ba
         inv = 1.0 / (scale + eps)
         a = inv if weight is None else inv * weight
         shift = -mu * a if bias is None else bias - mu * a
-    y = _affine(xv, None, None, a, None, shift, geo)
+    y = _affine(xv, None, None, a, None, shift, geo, out=out)
     return y, mu.to(xv.dtype), scale.to(xv.dtype), aux, idx
 
 
