@@ -69,10 +69,15 @@ def state(job: Job) -> str:
     return "new" if status is None else f"restart ({status}, no checkpoint)"
 
 
+def training_minutes(run_dirs) -> list[float]:
+    """Training minutes (the epochs table's seconds) of each finished run among ``run_dirs``."""
+    return [runs.read_table(d, "epochs")["seconds"].sum() / 60 for d in run_dirs
+            if runs.status(d) == "finished" and runs.has_table(d, "epochs")]
+
+
 def minutes_per_run(exp: Experiment, profile: str, jobs: list[Job]) -> float:
     """Mean training minutes of the finished runs in the plan, else the experiment file's figure."""
-    done = [runs.read_table(j.run_dir, "epochs")["seconds"].sum() / 60 for j in jobs
-            if runs.status(j.run_dir) == "finished" and runs.has_table(j.run_dir, "epochs")]
+    done = training_minutes(j.run_dir for j in jobs)
     if done:
         return float(sum(done) / len(done))
     return float(exp.minutes_per_run.get(profile, float("nan")))

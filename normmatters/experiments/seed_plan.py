@@ -32,7 +32,6 @@ from scipy import integrate, stats
 
 from omegaconf import OmegaConf
 
-from normmatters import runs
 from normmatters.runs import atomic_write_bytes
 
 from .claims import FAILS, HOLDS, MIN_EFFECT, MIN_SEEDS, Claim, done_runs, evaluate
@@ -157,8 +156,10 @@ def decided(claim: Claim, row: dict) -> bool:
     """Whether the committed seeds already decide the claim (its rule; §2's: within ±margin or excluding 0)."""
     if claim.expect != "wd":
         return row["verdict"] in (HOLDS, FAILS)
-    low, high = row["ci_low"], row["ci_high"]
-    return bool(row["n"] >= 2 and ((-claim.margin <= low and high <= claim.margin) or low > 0 or high < 0))
+    from normmatters.plots import claims as wd  # §2's own rule; the tracking gap is assumed to pass
+
+    verdict, _ = wd.decide(row["ci_low"], row["ci_high"], 0.0, row["n"], margin=claim.margin)
+    return verdict not in (wd.INCONCLUSIVE, wd.TOO_FEW)
 
 
 def _as_equal(claim: Claim) -> Claim:  # evaluate() computes the gaps' sd the same way for any rule
@@ -166,14 +167,10 @@ def _as_equal(claim: Claim) -> Claim:  # evaluate() computes the gaps' sd the sa
 
 
 def minutes_per_arm(by_name: dict[str, list[Path]]) -> dict[str, float]:
-    """Mean training minutes of each arm's finished runs (what the runner's estimate also uses)."""
-    out = {}
-    for name, dirs in by_name.items():
-        done = [runs.read_table(d, "epochs")["seconds"].sum() / 60 for d in dirs
-                if runs.status(d) == "finished" and runs.has_table(d, "epochs")]
-        if done:
-            out[name] = float(np.mean(done))
-    return out
+    """Mean training minutes of each arm's finished runs (the runner's estimate, per arm)."""
+    from .runner import training_minutes
+
+    return {name: float(np.mean(done)) for name, dirs in by_name.items() if (done := training_minutes(dirs))}
 
 
 def plan_text(plan: Plan) -> str:
