@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 FREE = ("norm.options", "weight_norm.options", "hydra")  # checked by their owners, or Hydra's own
 
 
@@ -21,11 +21,23 @@ def _leaves(tree: dict, prefix: str = "") -> set[str]:
     return out
 
 
-@lru_cache(maxsize=1)
-def known_keys() -> frozenset[str]:
-    keys = {p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "reproduce"}  # the groups
-    for path in CONFIGS.rglob("*.yaml"):
-        parts = path.relative_to(CONFIGS).parts
+def configs_dir() -> Path:
+    """The configs/ this run was composed from: Hydra knows it (an installed package has no copy of
+    its own); outside a Hydra app, the repository's."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        for source in HydraConfig.get().runtime.config_sources:
+            if source.provider == "main" and source.schema == "file":
+                return Path(source.path)
+    return REPO_CONFIGS
+
+
+@lru_cache(maxsize=4)
+def known_keys(configs: Path = REPO_CONFIGS) -> frozenset[str]:
+    keys = {p.name for p in configs.iterdir() if p.is_dir() and p.name != "reproduce"}  # the groups
+    for path in configs.rglob("*.yaml"):
+        parts = path.relative_to(configs).parts
         if parts[0] == "reproduce":  # experiment files of scripts/reproduce.py, not train configs
             continue
         text = path.read_text()
@@ -38,7 +50,7 @@ def known_keys() -> frozenset[str]:
 
 def check_known(config: dict) -> None:
     """A ValueError naming the first key no config file defines."""
-    known = known_keys()
+    known = known_keys(configs_dir())
     for key in sorted(_leaves(config)):
         if key in known or any(key == f or key.startswith(f + ".") for f in FREE):
             continue
