@@ -36,7 +36,7 @@ lint: setup
 	$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
 
 bench: setup
-	$(PY) -m normmatters.bench.norms $(ARGS)
+	$(PY) -m benchmarks.norms $(ARGS)
 
 bench-train: setup
 	$(PY) scripts/bench_train.py $(ARGS)

@@ -24,7 +24,7 @@ table); :func:`read_table` and :func:`verify_run` refuse a file that no longer m
 The logger writes through this module; the LR correction and the plots read through it.
 Tables are rewritten whole and atomically (temp file, fsync, rename), so a killed process never
 leaves half a file; files get the user's umask; stale temp files are removed on the next start, by
-the lock's holder only (:mod:`normmatters.atomic_files`).
+the lock's holder only (:mod:`normmatters.io`).
 
 Identity: two configs are the same run when they agree on every key but the location and
 volatile ones (``NOT_IDENTITY``: where the run, its data and caches live, the device, wandb's
@@ -52,8 +52,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from normmatters import atomic_files
-from normmatters.atomic_files import WriteFailed, atomic_write_bytes  # noqa: F401 (re-exported)
+from normmatters import io
+from normmatters.io import WriteFailed, atomic_write_bytes  # noqa: F401 (re-exported)
 
 CONFIG = "config.yaml"
 META = "meta.json"
@@ -245,7 +245,7 @@ def remove_stale_temps(run_dir: str | Path) -> list[Path]:
     """Delete the temp files killed writers left in a run directory; only the lock's holder may."""
     if Path(run_dir).resolve() not in _HELD:
         raise RuntimeError(f"removing temp files in {run_dir} needs its lock (runs.RunLock)")
-    return atomic_files.remove_stale_temps(run_dir)
+    return io.remove_stale_temps(run_dir)
 
 
 def locked_by(run_dir: str | Path) -> str | None:

@@ -6,9 +6,9 @@
 
 1. Correctness: every kind and layout through the Triton kernels against the plain equations
    (``fused=False``) in float64, outputs and input/affine gradients.
-2. ``normmatters.bench.norms --device cuda --modes fused``: fwd+bwd time and saved memory against
+2. ``benchmarks.norms --device cuda --modes fused``: fwd+bwd time and saved memory against
    nn.BatchNorm2d (targets: L1 ≤ 0.9×, L∞/top-k ≤ 1.1×).
-3. ``normmatters.bench.norm_step --device cuda``: VGG11 and ResNet-20 training steps, each kind
+3. ``benchmarks.norm_step --device cuda``: VGG11 and ResNet-20 training steps, each kind
    against L2 in the same layout (target ≤ 1.0×).
 Meant to finish in under 5 minutes on one GPU (Triton compiles a few kernels on first use).
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 SMOKE = "--smoke" in sys.argv
 if SMOKE:
@@ -71,7 +72,8 @@ def main() -> int:
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --smoke to check the code path on CPU")
     check("cuda")
-    from normmatters.bench import norm_step, norms
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ sits beside the package
+    from benchmarks import norm_step, norms
 
     norms.main(["--device", "cuda", "--modes", "fused", "--repeats", "30"])
     norm_step.main(["--device", "cuda", "--kinds", "l1", "linf", "topk", "mean", "--repeats", "20"])

@@ -57,6 +57,9 @@ def test_every_value_the_owner_lists_passes_its_check(compose, tmp_path, key, ba
     (["train.flush_denormal=1"], "train.flush_denormal=1"),
     (["train.sync_norm=0"], "train.sync_norm=0"),
     (["model.width=-1"], "model.width=-1"),
+    (["optim.control=norm_schedule", "optim.reference=somewhere", "optim.schedule=cosine"],
+     "optim.schedule='cosine' is not valid with optim.control='norm_schedule'"),
+    (["optim.norm_schedule_drop_factor=0"], "optim.norm_schedule_drop_factor=0"),
 ])
 def test_bad_values_of_each_group_are_one_line(compose, tmp_path, overrides, needle):
     with pytest.raises(ValueError) as err:
@@ -74,3 +77,22 @@ def test_a_group_is_checked_by_its_package_alone():
         optim.check_config(OmegaConf.merge(good, {"gamma": 1.5}))
     with pytest.raises(ValueError, match=r"model.width=0 is not valid"):
         models.check_config(OmegaConf.create({"name": "vgg11", "width": 0}))
+
+
+def test_start_up_returns_the_groups_typed_and_the_builders_take_them(compose, tmp_path):
+    import dataclasses
+
+    import torch
+
+    checked = validate(compose([f"out_root={tmp_path}", "norm=l1", "precision.norm_stats_dtype=float64",
+                                "train.epochs=3", "optim.control=norm_schedule", "optim.reference=somewhere"]))
+    assert (checked.model.name, checked.norm.kind, checked.weight_norm.kind) == ("resnet20", "l1", "none")
+    assert checked.norm.options["stats_dtype"] == "float64" and checked.data.batch_size == 128
+    assert (checked.optim.epochs, checked.optim.control, checked.optim.norm_schedule_drop_factor) == (3, "norm_schedule", 10.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        checked.optim.lr = 1.0
+    model = build.model_from_config(checked.model, checked.norm, checked.weight_norm, checked.data.num_classes)
+    optimizer = optim.build_optimizer(model, checked.optim)
+    assert [g["scheduled"] for g in optimizer.param_groups if g["invariant"]] == [False]  # norm_schedule's group
+    scheduler = optim.build_scheduler(optimizer, checked.optim, steps_per_epoch=2, epochs=3)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)

@@ -415,10 +415,11 @@ def test_check_config_fills_defaults_and_accepts_a_batch_larger_than_a_kept_last
 def test_training_path_does_not_import_the_benchmarks():
     code = ("import sys, normmatters.data, normmatters.train, normmatters.experiments, normmatters.plots, "
             "normmatters.sweep, normmatters.cli; "
-            "print(sorted(m for m in sys.modules if m.startswith('normmatters.bench')))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'benchmarks' or m.startswith('normmatters.bench')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+    assert not list((Path(__file__).resolve().parents[1] / "normmatters").rglob("bench*"))  # nor installed with it
 
 
 def test_error_layout_problems(tmp_path):

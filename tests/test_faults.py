@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from conftest import REPO, run_dir_of
-from normmatters import atomic_files, runs
+from normmatters import io, runs
 from normmatters.train import train
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "PYTHONHASHSEED": "0", "PYTHONPATH": str(REPO)}
@@ -121,5 +121,5 @@ def test_atomic_writes_leave_the_process_umask_alone(tmp_path, monkeypatch):
         raise AssertionError("os.umask changes the whole process's umask for a moment")
 
     monkeypatch.setattr(os, "umask", no_umask)
-    atomic_files.atomic_write_bytes(tmp_path / "f", lambda p: Path(p).write_text("x"))
+    io.atomic_write_bytes(tmp_path / "f", lambda p: Path(p).write_text("x"))
     assert (tmp_path / "f").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -12,7 +12,7 @@ from torch import nn
 from conftest import SmallBNNet as Net
 from conftest import hooked_step
 from normmatters import runs
-from normmatters.dynamics.weight_stats import scale_invariant_weights
+from normmatters.scale_invariant import scale_invariant_weights
 from normmatters.optim import (LRCorrection, NormSchedule, StepHook, build_optimizer, build_scheduler,
                                build_step_hooks)
 
@@ -239,7 +239,7 @@ def test_no_control_and_unknown_control():
     model = net()
     opt = build_optimizer(model, cfg(control="none"))
     assert build_step_hooks(cfg(control="none"), model, opt) == []
-    with pytest.raises(ValueError, match="unknown control"):
+    with pytest.raises(ValueError, match="optim.control=.wd_mimic. is not valid; choose one of: none, lr_correction"):
         build_step_hooks(cfg(control="wd_mimic"), model, opt)
 
 

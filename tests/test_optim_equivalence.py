@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from normmatters.dynamics.weight_stats import scale_invariant_weights
+from normmatters.scale_invariant import scale_invariant_weights
 from normmatters.norms import build_norm
 from normmatters.optim import build_param_groups
 

@@ -21,7 +21,7 @@ from torch import nn
 from conftest import SmallBNNet as Net
 from conftest import hooked_step
 from normmatters import runs
-from normmatters.dynamics.weight_stats import scale_invariant_weights
+from normmatters.scale_invariant import scale_invariant_weights
 from normmatters.optim import (ChannelSGD, LRCorrection, ReferenceNorms, build_optimizer, build_scheduler,
                                build_step_hooks)
 

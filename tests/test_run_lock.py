@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, run_dir_of
-from normmatters import atomic_files, runs
+from normmatters import io, runs
 from normmatters.experiments import runner
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "PYTHONHASHSEED": "0", "PYTHONPATH": str(REPO)}
@@ -111,7 +111,7 @@ def test_temp_files_are_removed_only_under_the_lock_and_never_a_live_writers(tmp
     # a live writer (another process, inside atomic_write_bytes) holds its temp file
     writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from normmatters.atomic_files import atomic_write_bytes
+        from normmatters.io import atomic_write_bytes
         def write(tmp):
             print("writing", flush=True)
             time.sleep(600)
@@ -126,7 +126,7 @@ def test_temp_files_are_removed_only_under_the_lock_and_never_a_live_writers(tmp
     finally:
         writer.kill()
         writer.wait()
-    assert atomic_files.remove_stale_temps(run_dir) == [live]  # its writer is gone now
+    assert io.remove_stale_temps(run_dir) == [live]  # its writer is gone now
 
 
 def test_a_sweep_reports_a_run_in_use_and_trains_the_others(tiny_cifar, tmp_path, compose):

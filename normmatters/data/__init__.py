@@ -69,13 +69,14 @@ class DataBundle:
 
 def build_data(cfg, device: torch.device, seed: int, progress: bool = True, rank: int = 0,
                world: int = 1) -> DataBundle:
-    """Build train/test loaders for ``cfg`` (see ``configs/data/*.yaml``) on ``device``.
+    """Build train/test loaders for ``cfg`` (a :class:`DataCfg`, or the ``data`` section: see
+    ``configs/data/*.yaml``) on ``device``.
 
     ``seed`` drives the shuffling and augmentation (batches depend only on ``(seed, epoch)``);
     the training subset depends only on ``cfg.subset_seed``, so all arms of an experiment share it.
     With ``world`` > 1 processes, the loaders yield rank ``rank``'s share (``loaders`` module).
     """
-    c = check_config(cfg)
+    c = cfg if isinstance(cfg, DataCfg) else check_config(cfg)  # a DataCfg was checked at start-up
     device = torch.device(device)
     where = c.path if c.path is not None else c.download_root
 

@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataCfg:
     name: str
     path: str | None

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from normmatters.atomic_files import fsync_path
+from normmatters.io import fsync_path
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
@@ -258,7 +258,7 @@ def extract_archive(path: str | os.PathLike, cache_dir: str | os.PathLike, progr
     if dest.is_dir():
         return dest
     cache_dir.mkdir(parents=True, exist_ok=True)
-    # a directory, so not runs.atomic_write_bytes: extract into a temp dir, then rename it
+    # a directory, so not io.atomic_write_bytes: extract into a temp dir, then rename it
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=cache_dir))
     try:
         with tarfile.open(source, "r:*") as tf:

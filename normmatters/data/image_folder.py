@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from normmatters.atomic_files import atomic_write_bytes, remove_stale_temps
+from normmatters.io import atomic_write_bytes, remove_stale_temps
 
 from .folder_index import DEFAULT_SPLITS, archive_identity, archive_stem, resolve_source, scan_image_folder
 

@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from normmatters.optim import build_param_groups
-
-from .weight_stats import scale_invariant_weights
+from normmatters.scale_invariant import scale_invariant_weights
 
 
 def _run(model: nn.Module, c: float, lr_mult: float, wd_mult: float, lr: float, wd: float, momentum: float, batches):

@@ -4,6 +4,6 @@ Every model takes its normalization by name through ``normmatters.norms.build_no
 ``classifier_name`` ("classifier"), the attribute name of its final ``nn.Linear``.
 """
 from .init import he_init_
-from .registry import MODEL_NAMES, build_model, check_config
+from .registry import MODEL_NAMES, ModelCfg, build_model, check_config
 
-__all__ = ["MODEL_NAMES", "build_model", "check_config", "he_init_"]
+__all__ = ["MODEL_NAMES", "ModelCfg", "build_model", "check_config", "he_init_"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Callable
 
 import torch.nn as nn
@@ -13,7 +14,7 @@ from normmatters import checks
 from . import resnet_cifar, resnet_imagenet, vgg
 from .init import INITS, NormFactory, torch03_init_
 
-__all__ = ["MODEL_NAMES", "build_model", "check_config"]
+__all__ = ["MODEL_NAMES", "ModelCfg", "build_model", "check_config"]
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "vgg11": vgg.vgg11,
@@ -68,7 +69,14 @@ NARROWEST: dict[str, int] = {"vgg11": 64, "vgg16": 64, "resnet20": 16, "resnet32
                              "resnet56": 16, "resnet18_cifar": 64, "resnet18": 64, "resnet50": 64}
 
 
-def check_config(model) -> None:
+@dataclass(frozen=True)
+class ModelCfg:
+    name: str
+    width: float
+    init: str | None
+
+
+def check_config(model) -> ModelCfg:
     """The ``model`` config group: ``name``, ``width`` (which must leave every layer a channel: the
     builders would otherwise round a layer up to 1 channel without a word) and ``init``."""
     checks.one_of("model.name", model.name, MODEL_NAMES)
@@ -79,3 +87,4 @@ def check_config(model) -> None:
                          f"({NARROWEST[model.name]} channels) would get {NARROWEST[model.name] * model.width:.3g}; "
                          f"use width >= {smallest:g}")
     checks.one_of("model.init", model.get("init"), INITS)
+    return ModelCfg(model.name, model.width, model.get("init"))

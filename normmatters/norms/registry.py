@@ -6,11 +6,8 @@ import inspect
 import torch
 import torch.nn as nn
 
-from normmatters import checks
-
 from .constants import NORM_KINDS, check_kind
 from .lp_batchnorm import LpBatchNorm
-from .precision import resolve_dtype
 
 # keyword options build_norm passes on to LpBatchNorm
 OPTIONS = tuple(p for p in inspect.signature(LpBatchNorm.__init__).parameters if p not in ("self", "num_features", "kind"))
@@ -27,26 +24,15 @@ def build_norm(kind: str, num_features: int, **options) -> nn.Module:
     kind = check_kind(kind, NORM_KINDS)
     if kind == "none":
         return nn.Identity()
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown norm option {unknown[0]!r} (value {options[unknown[0]]!r}); valid: {', '.join(OPTIONS)}")
+    check_options(options)
     return LpBatchNorm(num_features, kind=kind, **options)
 
 
-def check_config(norm, precision=None) -> None:
-    """The ``norm`` config group (``kind``, ``options``) and the precision group's statistics and
-    accumulator dtypes, by building one layer with them (so every option is checked by its user)."""
-    checks.one_of("norm.kind", norm.kind, NORM_KINDS)
-    options = dict(norm.options or {})
-    for key in ("norm_stats_dtype", "norm_accum_dtype"):
-        value = None if precision is None else precision.get(key)
-        if value is not None:
-            resolve_dtype(value, f"precision.{key}")
-            options[key.removeprefix("norm_")] = value
-    try:
-        build_norm(norm.kind, 4, **options)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"norm.options: {err}") from None
+def check_options(options: dict) -> None:
+    """Every option is one :class:`LpBatchNorm` takes (their values it checks itself)."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown norm option {unknown[0]!r} (value {options[unknown[0]]!r}); valid: {', '.join(OPTIONS)}")
 
 
 def prepare_kernels(model: nn.Module, device) -> str | None:

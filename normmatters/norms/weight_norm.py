@@ -21,7 +21,6 @@ import torch.nn as nn
 from torch import Tensor
 from torch.nn.utils import parametrize
 
-from normmatters import checks
 
 from .constants import WEIGHT_NORM_KINDS, check_kind
 
@@ -120,15 +119,6 @@ def apply_weight_norm(model: nn.Module, kind: str = "none", *, gain: bool = Fals
             p = BoundedWeightNorm(norms.mean().item() if rho is None else rho, dim)
         parametrize.register_parametrization(m, "weight", p)
     return model
-
-
-def check_config(weight_norm) -> None:
-    """The ``weight_norm`` config group (``kind``, ``options``), by applying it to a one-layer model."""
-    checks.one_of("weight_norm.kind", weight_norm.kind, WEIGHT_NORM_KINDS)
-    try:
-        apply_weight_norm(nn.Sequential(nn.Conv2d(1, 2, 1)), weight_norm.kind, **dict(weight_norm.options or {}))
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"weight_norm.options: {err}") from None
 
 
 def remove_weight_norm(model: nn.Module) -> nn.Module:

@@ -22,12 +22,11 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from normmatters.dynamics.weight_stats import scale_invariant_weights
+from normmatters.scale_invariant import scale_invariant_weights
 
-from ._cfg import cfg_get, cfg_list, unwrap_model
+from ._cfg import as_optim_cfg, unwrap_model
 from .lr_correction import LRCorrection
 from .norm_schedule import NormSchedule
-from .param_groups import CONTROLS
 from .reference import ReferenceNorms
 
 
@@ -64,32 +63,24 @@ def build_step_hooks(cfg: Any, model: nn.Module, optimizer: torch.optim.Optimize
     """Hooks for ``cfg.control``: "none" → [], "lr_correction" → [LRCorrection],
     "norm_schedule" → [NormSchedule].
 
+    ``cfg``: an :class:`OptimCfg` (checked at start-up), or a dict or DictConfig (checked now).
     Both controls read ``cfg.reference`` (the WD-on run directory) at ``cfg.reference_timing``
     (default "end_of_epoch", the authors') and need ``cfg.epochs``; "lr_correction" reads
     ``cfg.lr_correction_mode`` (default "update") and needs a :class:`ChannelSGD` optimizer;
-    everything is validated here, before training starts, raising a one-line ``ValueError``.
+    the reference run and the model are checked here, before training starts, raising a one-line ``ValueError``.
     """
-    control = str(cfg_get(cfg, "control", "none"))
-    if control not in CONTROLS:
-        raise ValueError(f"unknown control {control!r}; valid: {', '.join(CONTROLS)}")
-    if control == "none":
+    c = as_optim_cfg(cfg)
+    if c.control == "none":
         return []
     params = scale_invariant_weights(unwrap_model(model))
     if not params:
-        raise ValueError(f"{control}: model {type(unwrap_model(model)).__name__} has no scale-invariant weights")
-    epochs = cfg_get(cfg, "epochs")
-    if epochs is None:
-        raise ValueError(f"{control}: config needs `epochs` to check the reference run")
-    reference = ReferenceNorms(cfg_get(cfg, "reference"), params, int(epochs), purpose=control,
-                               timing=str(cfg_get(cfg, "reference_timing", "end_of_epoch")))
-    _invariant_groups_check(optimizer, params, control)
-    if control == "lr_correction":
-        return [LRCorrection(params, reference, optimizer, mode=str(cfg_get(cfg, "lr_correction_mode", "update")))]
-    schedule = str(cfg_get(cfg, "schedule", "step"))
-    if schedule not in ("step", "constant"):
-        raise ValueError(f"norm_schedule replaces a step LR schedule; got schedule={schedule!r} "
-                         "(expected 'step' or 'constant')")
-    gamma = float(cfg_get(cfg, "gamma", 0.1))
-    drop_factor = float(cfg_get(cfg, "norm_schedule_drop_factor", 1.0 / gamma))
-    milestones = cfg_list(cfg, "milestones") if schedule == "step" else []
+        raise ValueError(f"{c.control}: model {type(unwrap_model(model)).__name__} has no scale-invariant weights")
+    if c.epochs is None:
+        raise ValueError(f"{c.control}: config needs `epochs` to check the reference run")
+    reference = ReferenceNorms(c.reference, params, int(c.epochs), purpose=c.control, timing=c.reference_timing)
+    _invariant_groups_check(optimizer, params, c.control)
+    if c.control == "lr_correction":
+        return [LRCorrection(params, reference, optimizer, mode=c.lr_correction_mode)]
+    milestones = list(c.milestones) if c.schedule == "step" else []
+    drop_factor = c.norm_schedule_drop_factor if c.norm_schedule_drop_factor is not None else 1.0 / c.gamma
     return [NormSchedule(params, reference, milestones, drop_factor)]

@@ -3,7 +3,7 @@
 Every parameter of the model falls in exactly one of three kinds:
 
 * ``invariant``: the scale-invariant weights (conv/linear weights followed by a normalization,
-  outside the classifier; see :func:`normmatters.dynamics.scale_invariant_weights`);
+  outside the classifier; see :func:`normmatters.scale_invariant.scale_invariant_weights`);
 * ``classifier``: the parameters of ``model.classifier_name`` (the "last" layer);
 * ``other``: everything else (normalization affines, biases, ...).
 
@@ -28,13 +28,12 @@ from typing import Any
 
 from torch import nn
 
-from normmatters.dynamics.weight_stats import scale_invariant_weights
+from normmatters.scale_invariant import scale_invariant_weights
 
-from ._cfg import cfg_get, unwrap_model
+from ._cfg import as_optim_cfg, unwrap_model
 from .channel_sgd import ChannelSGD
 
 WD_SCOPES = ("all", "all_but_last", "last_only", "none")
-CONTROLS = ("none", "lr_correction", "norm_schedule")
 
 # (invariant, other, classifier) -> does the kind get weight decay?
 _WD_TABLE = {
@@ -105,24 +104,17 @@ def build_param_groups(model: nn.Module, lr: float, weight_decay: float, wd_scop
 
 def build_optimizer(model: nn.Module, cfg: Any) -> ChannelSGD:
     """SGD (:class:`ChannelSGD`: plain ``torch.optim.SGD`` until a hook sets per-channel LRs) over
-    :func:`build_param_groups` from ``cfg``.
+    :func:`build_param_groups` from ``cfg`` (an :class:`OptimCfg`, or a dict or DictConfig).
 
-    Keys (dict or DictConfig): ``lr``, ``momentum`` (0.9), ``nesterov`` (False), ``weight_decay``
+    Keys: ``lr``, ``momentum`` (0.9), ``nesterov`` (False), ``weight_decay``
     (0), ``wd_scope`` ("all"), ``control`` ("none"; "norm_schedule" keeps the invariant group at
     its base LR), ``zero_nan`` (False: the authors' NaN handling, see :class:`ChannelSGD`), and
     optionally ``invariant_lr_mult`` / ``invariant_wd_mult`` (1).
     """
-    control = str(cfg_get(cfg, "control", "none"))
-    if control not in CONTROLS:
-        raise ValueError(f"unknown control {control!r}; valid: {', '.join(CONTROLS)}")
-    lr = cfg_get(cfg, "lr")
-    if lr is None:
+    c = as_optim_cfg(cfg)
+    if c.lr is None:
         raise ValueError("optimizer config needs `lr`")
     groups = build_param_groups(
-        model, lr=float(lr), weight_decay=float(cfg_get(cfg, "weight_decay", 0.0)),
-        wd_scope=str(cfg_get(cfg, "wd_scope", "all")),
-        invariant_lr_mult=float(cfg_get(cfg, "invariant_lr_mult", 1.0)),
-        invariant_wd_mult=float(cfg_get(cfg, "invariant_wd_mult", 1.0)),
-        invariant_scheduled=control != "norm_schedule")
-    return ChannelSGD(groups, lr=float(lr), momentum=float(cfg_get(cfg, "momentum", 0.9)),
-                      nesterov=bool(cfg_get(cfg, "nesterov", False)), zero_nan=bool(cfg_get(cfg, "zero_nan", False)))
+        model, lr=c.lr, weight_decay=c.weight_decay, wd_scope=c.wd_scope, invariant_lr_mult=c.invariant_lr_mult,
+        invariant_wd_mult=c.invariant_wd_mult, invariant_scheduled=c.control != "norm_schedule")
+    return ChannelSGD(groups, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, zero_nan=c.zero_nan)

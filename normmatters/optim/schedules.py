@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._cfg import cfg_get, cfg_list
+from ._cfg import as_optim_cfg, cfg_get, cfg_list
 
 SCHEDULES = ("step", "cosine", "constant")
 
@@ -50,15 +50,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Any, steps_per_epoch:
     """Per-iteration ``LambdaLR``: call ``scheduler.step()`` after every ``optimizer.step()``.
 
     Groups marked ``scheduled=False`` (see :func:`build_param_groups`) keep their base LR.
-    ``epochs`` overrides ``cfg.epochs`` for the cosine schedule. The lambdas are closures, so the
+    ``cfg``: an :class:`OptimCfg`, or a dict or DictConfig. ``epochs`` overrides ``cfg.epochs`` for the
+    cosine schedule. The lambdas are closures, so the
     scheduler's ``state_dict`` holds only counters: rebuild from the config, then load the state.
     """
     if steps_per_epoch <= 0:
         raise ValueError(f"steps_per_epoch must be > 0, got {steps_per_epoch}")
-    schedule = str(cfg_get(cfg, "schedule", "step"))
-    milestones = cfg_list(cfg, "milestones")
-    gamma = float(cfg_get(cfg, "gamma", 0.1))
-    _factor(schedule, milestones, gamma, float(epochs), 0.0)  # validate now, not at step 1
+    c = as_optim_cfg(cfg)
+    schedule, milestones, gamma = c.schedule, list(c.milestones), c.gamma
+    if c is not cfg:  # a direct caller's options: checked now, not at step 1 (an OptimCfg was, at start-up)
+        _factor(schedule, milestones, gamma, float(epochs), 0.0)
 
     def scheduled(it: int) -> float:
         return _factor(schedule, milestones, gamma, float(epochs), it / steps_per_epoch)

@@ -1,11 +1,11 @@
-"""Turn a validated config into the objects one training run needs."""
+"""Turn a validated config into the objects one training run needs: the builders take the typed
+groups start-up checked (``validate``) and check nothing again."""
 from __future__ import annotations
 
 import torch
-from omegaconf import OmegaConf
 
-from normmatters.models import build_model
-from normmatters.norms import apply_weight_norm
+from normmatters.models import ModelCfg, build_model
+from normmatters.norms import NormCfg, WeightNormCfg, apply_weight_norm
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -27,28 +27,12 @@ def device_settings(device: torch.device) -> dict:
     return {"cudnn_benchmark": True}
 
 
-def norm_options(cfg) -> dict:
-    """The norm group's options plus the precision group's statistics/accumulator dtypes."""
-    options = dict(cfg.norm.options or {})
-    if cfg.precision.norm_stats_dtype is not None:
-        options["stats_dtype"] = cfg.precision.norm_stats_dtype
-    if cfg.precision.norm_accum_dtype is not None:
-        options["accum_dtype"] = cfg.precision.norm_accum_dtype
-    return options
-
-
-def model_from_config(cfg, num_classes: int) -> torch.nn.Module:
-    model = build_model(cfg.model.name, num_classes, norm=cfg.norm.kind,
-                        norm_options=norm_options(cfg), width=cfg.model.width, init=cfg.model.get("init"))
-    if cfg.weight_norm.kind != "none":
-        apply_weight_norm(model, cfg.weight_norm.kind, exclude=(model.classifier_name,),
-                          **dict(cfg.weight_norm.options or {}))
-    return model
-
-
-def optim_config(cfg) -> dict:
-    """The optim group plus the number of epochs, which schedules and reference checks need."""
-    return {**OmegaConf.to_container(cfg.optim, resolve=True), "epochs": cfg.train.epochs}
+def model_from_config(model: ModelCfg, norm: NormCfg, weight_norm: WeightNormCfg, num_classes: int) -> torch.nn.Module:
+    net = build_model(model.name, num_classes, norm=norm.kind, norm_options=norm.options, width=model.width,
+                      init=model.init)
+    if weight_norm.kind != "none":
+        apply_weight_norm(net, weight_norm.kind, exclude=(net.classifier_name,), **weight_norm.options)
+    return net
 
 
 def autocast_dtype(cfg):

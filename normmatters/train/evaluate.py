@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from normmatters import runs
+from normmatters import models, norms, runs
 from normmatters.data import build_data
 from normmatters.data import check_config as check_data_config
 from normmatters.train import checkpoint
@@ -87,8 +87,10 @@ def evaluate(path: str | Path, overrides: list[str] = (), per_class: bool = Fals
     device = pick_device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("the run was trained with device=cuda and no CUDA device is here; add the override device=cpu")
-    data = build_data(cfg.data, device, cfg.seed, progress=False)
-    model = model_from_config(cfg, check_data_config(cfg.data).num_classes)
+    data_cfg = check_data_config(cfg.data)
+    data = build_data(data_cfg, device, cfg.seed, progress=False)
+    model = model_from_config(models.check_config(cfg.model), norms.check_config(cfg.norm, cfg.precision),
+                              norms.check_weight_norm_config(cfg.weight_norm), data_cfg.num_classes)
     model.load_state_dict(state["model"])
     loss, predicted, labels = predict(model.to(device), data.test, autocast_dtype(cfg))
     metrics = {"run_dir": str(run_dir), "checkpoint": str(ckpt), "status": runs.status(run_dir),

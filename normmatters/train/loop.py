@@ -18,7 +18,6 @@ from tqdm.auto import tqdm
 
 from normmatters import runs
 from normmatters.data import build_data
-from normmatters.data import check_config as check_data_config
 from normmatters.dynamics import AngleProbe, channel_norm_rows, layer_rows, scale_invariant_weights
 from normmatters.norms import check_norm_inputs, prepare_kernels
 from normmatters.norms.precision_probe import PrecisionProbe
@@ -26,11 +25,11 @@ from normmatters.optim import build_optimizer, build_scheduler, build_step_hooks
 from normmatters.norms.sync_batchnorm import convert_sync
 from normmatters.train import checkpoint, distributed
 from normmatters.train.denormals import flushing_denormals
-from normmatters.train.build import autocast_dtype, device_settings, model_from_config, optim_config, pick_device
+from normmatters.train.build import autocast_dtype, device_settings, model_from_config, pick_device
 from normmatters.train.logger import RunLogger
 from normmatters.train.resume import resume_command
 from normmatters.train.signals import RunInterrupted, StopOnSignal
-from normmatters.train.validate import validate
+from normmatters.train.validate import Checked, validate
 
 
 
@@ -76,7 +75,7 @@ def train(cfg) -> dict:
     SIGINT/SIGTERM stop the run after the current step (status `interrupted`, RunInterrupted raised);
     an exception marks it `failed` and propagates.
     """
-    validate(cfg)
+    checked = validate(cfg)
     ranks = distributed.from_env()
     config = _plain_config(cfg)
     if ranks.parallel:  # per-device statistics make it another run than one process's
@@ -92,10 +91,10 @@ def train(cfg) -> dict:
     # one process per run directory (rank 0 speaks for a torchrun job): held until the run ends
     lock = runs.RunLock(run_dir, wait=bool(cfg.get("wait_for_lock"))) if ranks.main else contextlib.nullcontext()
     with lock:
-        return _train_locked(cfg, ranks, config, run_dir)
+        return _train_locked(cfg, checked, ranks, config, run_dir)
 
 
-def _train_locked(cfg, ranks: distributed.Ranks, config: dict, run_dir: Path) -> dict:
+def _train_locked(cfg, checked: Checked, ranks: distributed.Ranks, config: dict, run_dir: Path) -> dict:
     done = runs.existing_result(run_dir, config)
     if done is not None:
         print(f"{run_dir} is already {done['status']}; not re-running it", file=sys.stderr)
@@ -111,7 +110,7 @@ def _train_locked(cfg, ranks: distributed.Ranks, config: dict, run_dir: Path) ->
         started = distributed.start(ranks, device)
         try:
             distributed.barrier(ranks)  # every rank has read the run dir before rank 0 writes to it
-            run = _setup(cfg, run_dir, config, fresh=state is None, ranks=ranks, device=device)
+            run = _setup(cfg, checked, run_dir, config, fresh=state is None, ranks=ranks, device=device)
             with StopOnSignal() as stop:
                 try:
                     return {**_epochs(run, state, stop), "run_dir": str(run_dir)}
@@ -197,24 +196,24 @@ def _commits(run_dir: Path, fresh: bool) -> dict:
     return {"git_commit": first, **({"resumed_with": later} if later else {})}
 
 
-def _setup(cfg, run_dir: Path, config: dict, fresh: bool = True, ranks: distributed.Ranks = distributed.SINGLE,
+def _setup(cfg, checked: Checked, run_dir: Path, config: dict, fresh: bool = True,
+           ranks: distributed.Ranks = distributed.SINGLE,
            device: torch.device | None = None) -> Run:
     device = device or pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = model_from_config(cfg, check_data_config(cfg.data).num_classes).to(device)
+    model = model_from_config(checked.model, checked.norm, checked.weight_norm, checked.data.num_classes).to(device)
     prepare_kernels(model, device)  # a first C++ build (one line, about a minute) before any progress bar
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     sync = bool(cfg.train.get("sync_norm")) and ranks.parallel
     if sync:
         model = convert_sync(model)
-    ocfg = optim_config(cfg)
-    optimizer = build_optimizer(model, ocfg)
-    hooks = build_step_hooks(ocfg, model, optimizer)  # checks any reference run before data loads
-    data = build_data(cfg.data, device, cfg.seed, progress=cfg.train.progress and ranks.main, rank=ranks.rank,
+    optimizer = build_optimizer(model, checked.optim)
+    hooks = build_step_hooks(checked.optim, model, optimizer)  # checks any reference run before data loads
+    data = build_data(checked.data, device, cfg.seed, progress=cfg.train.progress and ranks.main, rank=ranks.rank,
                       world=ranks.world)
     check_norm_inputs(model, data.test, cfg.data.batch_size if sync else data.train.rank_batch)
-    scheduler = build_scheduler(optimizer, ocfg, len(data.train), cfg.train.epochs)
+    scheduler = build_scheduler(optimizer, checked.optim, len(data.train), cfg.train.epochs)
     scaling = cfg.precision.autocast == "float16" and cfg.precision.get("loss_scaling") is not False
     scaler = torch.amp.GradScaler(device.type, enabled=scaling)
     settings = device_settings(device)

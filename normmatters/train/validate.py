@@ -1,11 +1,13 @@
 """Start-up checks: a bad value fails here, with one line naming it, before any data loads.
 
-Each config group is checked by the package that uses it (``check_config`` beside its code); this
-module checks the training loop's own keys and calls the others, once, in order.
+Each config group is checked by the package that uses it (``check_config`` beside its code), which
+returns it typed; this module checks the training loop's own keys and calls the others, once, in
+order. The builders take the typed groups (:class:`Checked`) and check nothing again.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,16 +28,26 @@ def writable_root(path: Path) -> None:
         raise ValueError(f"output directory {str(path)!r} is not writable (checked {str(probe)!r}); set out_root=<a writable dir>")
 
 
-def validate(cfg) -> None:
+@dataclass(frozen=True)
+class Checked:
+    """The config groups the builders take, as their packages checked them."""
+    model: models.ModelCfg
+    norm: norms.NormCfg
+    weight_norm: norms.WeightNormCfg
+    data: data.DataCfg
+    optim: optim.OptimCfg
+
+
+def validate(cfg) -> Checked:
     from omegaconf import OmegaConf
 
     check_known(OmegaConf.to_container(cfg, resolve=False))
     checks.integer("seed", cfg.seed)
-    models.check_config(cfg.model)
-    norms.check_config(cfg.norm, cfg.precision)
-    norms.check_weight_norm_config(cfg.weight_norm)
-    data.check_config(cfg.data)
-    optim.check_config(cfg.optim)
+    checked = Checked(model=models.check_config(cfg.model),
+                      norm=norms.check_config(cfg.norm, cfg.precision),
+                      weight_norm=norms.check_weight_norm_config(cfg.weight_norm),
+                      data=data.check_config(cfg.data),
+                      optim=optim.check_config(cfg.optim, epochs=cfg.train.epochs))
     checks.one_of("precision.autocast", cfg.precision.autocast, AUTOCAST)
     checks.one_of("device", cfg.device, DEVICES)
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -52,4 +64,5 @@ def validate(cfg) -> None:
     if cfg.train.grad_clip is not None:
         checks.number("train.grad_clip", cfg.train.grad_clip, above=0)
     writable_root(Path(cfg.out_root))
+    return checked
 

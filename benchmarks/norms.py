@@ -1,6 +1,6 @@
 """Forward+backward time and saved-tensor memory of each norm kind against nn.BatchNorm2d.
 
-    python -m normmatters.bench.norms [--quick] [--device cpu|cuda|all] [--kinds l1 linf ...]
+    python -m benchmarks.norms [--quick] [--device cpu|cuda|all] [--kinds l1 linf ...]
 
 For every shape and layout (NCHW, channels_last) each kind runs in eager mode (the plain composite
 differentiated by autograd) and fused mode (the kernels: C++ on CPU, Triton on CUDA, see

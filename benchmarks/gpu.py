@@ -6,8 +6,8 @@
 1. Training images/s of VGG11, ResNet-18 and ResNet-20 (CIFAR-10 shapes, batch 128): the project's loop with
    the paper profile's fast path (device-resident loader, channels_last, fp32; then bf16 autocast)
    against a plain PyTorch loop (nn.BatchNorm2d, torchvision transforms, a DataLoader) on the same
-   device in the same run (``normmatters.bench.train``).
-2. L1 / L∞ / top-k batch norm forward+backward against nn.BatchNorm2d (``normmatters.bench.norms``).
+   device in the same run (``benchmarks.train``).
+2. L1 / L∞ / top-k batch norm forward+backward against nn.BatchNorm2d (``benchmarks.norms``).
 3. The projected wall time of every paper-profile CIFAR experiment, one seed, all arms: per run
    epochs × (train images + test images / 3) / (the measured fp32 images/s of its model). It
    ignores the norm kind's cost (part 2) and emulated precision, which is slower: an estimate.
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from normmatters.bench import train as bench_train
+from benchmarks import train as bench_train
 from normmatters.train.denormals import flushing_denormals
 
 MODELS = ("vgg11", "resnet18_cifar", "resnet20")  # resnet20: the Lp-BN experiments' model
@@ -73,7 +73,7 @@ def training_rows(args, device, data_path, cache_dir, out_root, budget) -> tuple
 
 def norm_rows(args, device, budget) -> list[str]:
     """Part 2: fused Lp BN forward+backward time / nn.BatchNorm2d's, per shape and layout."""
-    from normmatters.bench import norms as bench_norms
+    from benchmarks import norms as bench_norms
 
     rows = []
     shapes = [(8, 4, 8, 8)] if args.smoke else bench_norms.SHAPES

@@ -1,4 +1,5 @@
-"""Files written whole or not at all: a temp file beside the target, fsync, rename, fsync the directory.
+"""Files written whole or not at all (the ground floor every package writes through): a temp file
+beside the target, fsync, rename, fsync the directory.
 
 A writer holds an exclusive ``flock`` on its temp file while it writes, so a clean-up can tell a
 killed writer's leftover (lock free) from a live writer's file (lock held) and removes only the

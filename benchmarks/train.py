@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 RATIO_TARGET = 1.3      # project / plain images/s, default CPU path
 LOGGING_TARGET = 5.0    # % of step time spent on per-step logging
@@ -181,14 +181,16 @@ def time_logging_extras(overrides: list[str], repeats: int = 5) -> float:
     the weight snapshot, the lr lookup, the angles, the window sync, the per-layer rows, the logger."""
     from normmatters.dynamics import AngleProbe, layer_rows, scale_invariant_weights
     from normmatters.optim import build_optimizer
-    from normmatters.train.build import model_from_config, optim_config, pick_device
+    from normmatters.train.build import model_from_config, pick_device
     from normmatters.train.logger import RunLogger
+    from normmatters.train.validate import validate
     from omegaconf import OmegaConf
 
     cfg = compose(overrides)
+    checked = validate(cfg)
     device = pick_device(cfg.device)
-    model = model_from_config(cfg, 10).to(device)
-    optimizer = build_optimizer(model, optim_config(cfg))
+    model = model_from_config(checked.model, checked.norm, checked.weight_norm, 10).to(device)
+    optimizer = build_optimizer(model, checked.optim)
     weights = scale_invariant_weights(model)
     from normmatters import runs
 

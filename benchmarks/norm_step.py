@@ -1,6 +1,6 @@
 """Training-step time of a model with each norm kind against the same model with L2 (nn.BatchNorm).
 
-    python -m normmatters.bench.norm_step [--models vgg11 resnet20] [--kinds l1 linf topk mean]
+    python -m benchmarks.norm_step [--models vgg11 resnet20] [--kinds l1 linf topk mean]
                                           [--layouts nchw channels_last] [--device cpu|cuda] [--threads T]
 
 One step is forward, cross-entropy, backward and an SGD update on a random CIFAR-shaped batch
