@@ -61,6 +61,7 @@ class Statistic:
 
 @dataclass(frozen=True)
 class NormKind:
+    """One row of the table (fields: the module docstring)."""
     name: str
     statistic: Statistic | None
     constant: Callable[[int], float] | None = None
