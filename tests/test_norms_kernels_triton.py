@@ -21,6 +21,7 @@ import sys, torch
 sys.path.insert(0, sys.argv[1])
 from test_norms_kernels import EPS, reference
 from normmatters.norms.kernels import triton_lp
+from normmatters.norms.kinds import KINDS
 from normmatters.norms.lp_ops import _canonical
 
 cases = 0
@@ -41,9 +42,10 @@ for shape in [(6, 5, 7, 3), (12, 19, 4, 5), (3, 70, 2, 3), (50, 7), (9, 5, 11)]:
                 refs = [t.detach().double().requires_grad_() for t in (x, w, b)]
                 y_ref, mu_ref, scale_ref = reference(refs[0], kind, None if wk is None else refs[1], refs[2], k, 1.3)
                 grads_ref = torch.autograd.grad(y_ref, refs, dy.double(), allow_unused=True)
-                y, mu, scale, aux, idx = triton_lp.forward(xv, wk, b, kind, EPS, 1.3, k, N)
+                kernel = KINDS[kind].kernel
+                y, mu, scale, aux, idx = triton_lp.forward(xv, wk, b, kernel, EPS, 1.3, k, N)
                 dyv, _ = _canonical(dy)
-                dx, gw, gb = triton_lp.backward(dyv, xv, mu, scale, wk, aux, idx, kind, EPS, 1.3, k, N)
+                dx, gw, gb = triton_lp.backward(dyv, xv, mu, scale, wk, aux, idx, kernel, EPS, 1.3, k, N)
                 tol = dict(rtol=1e-4, atol=2e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-11)
                 what = f"{shape} {layout} {dtype} {kind}"
                 torch.testing.assert_close(restore(y).double(), y_ref, **tol, msg=lambda m: f"y {what}: {m}")

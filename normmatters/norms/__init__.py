@@ -5,7 +5,8 @@
     model = apply_weight_norm(model, "bwn", exclude=("classifier",))
     model = convert_norms(torchvision.models.resnet18(), "l1")   # any model's batch norms
 """
-from .constants import C_L1, DEFAULT_TOPK, NORM_KINDS, WEIGHT_NORM_KINDS, c_linf
+from .constants import C_L1, DEFAULT_TOPK, WEIGHT_NORM_KINDS, c_linf
+from .kinds import NORM_KINDS
 from .lp_batchnorm import LpBatchNorm, get_fused_default, set_fused_default
 from .convert import convert_norms
 from .registry import build_norm, check_norm_inputs, is_norm_layer, prepare_kernels

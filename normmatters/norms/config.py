@@ -8,7 +8,8 @@ import torch.nn as nn
 
 from normmatters import checks
 
-from .constants import NORM_KINDS, WEIGHT_NORM_KINDS
+from .constants import WEIGHT_NORM_KINDS
+from .kinds import NORM_KINDS
 from .lp_batchnorm import LpBatchNorm
 from .precision import resolve_dtype
 from .registry import check_options

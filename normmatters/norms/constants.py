@@ -1,4 +1,4 @@
-"""Constants of the Lp batch norms (PAPER.md §3) and the list of valid kinds.
+"""Constants of the Lp batch norms (PAPER.md §3); the kinds themselves are the table in ``kinds.py``.
 
 For a Gaussian x with standard deviation σ, C_L1 turns the mean absolute deviation into σ exactly,
 so L1 rescales its input to unit standard deviation; the authors' C_L∞ only sets the scale's
@@ -15,10 +15,6 @@ from __future__ import annotations
 
 import math
 
-# Kinds built by build_norm (order is the order shown in error messages and tables).
-NORM_KINDS = ("l2", "l1", "linf", "topk", "mean", "none")
-# Kinds with an Lp scale (a running "scale" buffer instead of running_var).
-SCALE_KINDS = ("l1", "linf", "topk")
 WEIGHT_NORM_KINDS = ("wn", "bwn", "none")
 
 C_L1 = math.sqrt(math.pi / 2.0)
@@ -34,7 +30,7 @@ def c_linf(n: int) -> float:
     return _C_LINF_NUMERATOR / math.sqrt(2.0 * math.log(n))
 
 
-def check_kind(kind, valid=NORM_KINDS, what="norm kind") -> str:
+def check_kind(kind, valid, what="norm kind") -> str:
     """Normalise `kind` to lower case or raise a one-line ValueError listing the valid kinds."""
     key = str(kind).strip().lower() if isinstance(kind, str) else kind
     if key not in valid:

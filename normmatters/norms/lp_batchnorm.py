@@ -34,7 +34,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .constants import C_L1, DEFAULT_TOPK, NORM_KINDS, SCALE_KINDS, c_linf, check_kind
+from .constants import DEFAULT_TOPK
+from .kinds import KINDS, SCALE_KINDS, NormKind, norm_kind
 from .lp_ops import lp_batch_norm_train
 from .precision import (FLOAT8, channel_mean, channel_rows, check_accum_mode, compute_dtype, is_narrow, narrow_mean_rows,
                         resolve_dtype, rounder)
@@ -83,21 +84,22 @@ class LpBatchNorm(nn.Module):
                  ghost_constant: str = "twice", variance: str = "two_pass", exact_backward: bool = False,
                  device=None, dtype=None):
         super().__init__()
-        kind = check_kind(kind, NORM_KINDS[:-1])
+        spec = norm_kind(kind)
+        kind = spec.name
         if not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features={num_features!r} must be a positive int")
         if not eps >= 0:
             raise ValueError(f"eps={eps!r} must be >= 0")
         if momentum is not None and not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum={momentum!r} must be in [0, 1] or None (cumulative average)")
-        if kind == "topk" and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        if spec.takes_k and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise ValueError(f"k={k!r} is invalid for topk; valid: an int with 1 <= k <= n (elements per channel)")
         if constant is not None:
-            if kind not in SCALE_KINDS:
+            if spec.constant is None:
                 raise ValueError(f"constant={constant!r} applies only to kinds {', '.join(SCALE_KINDS)}, not {kind!r}")
             if not (isinstance(constant, (int, float)) and math.isfinite(constant) and constant > 0):
                 raise ValueError(f"constant={constant!r} is invalid; valid: a finite number > 0 (default C_L1 = √(π/2) or C_Linf(n))")
-        if ghost_beta is not None and (kind != "topk" or isinstance(ghost_beta, bool)
+        if ghost_beta is not None and (not spec.takes_k or isinstance(ghost_beta, bool)
                                        or not isinstance(ghost_beta, (int, float)) or not 0 <= ghost_beta < 1):
             raise ValueError(f"ghost_beta={ghost_beta!r} is invalid; valid: null, or a number in [0, 1) with kind topk")
         self.ghost_beta = None if ghost_beta is None else float(ghost_beta)
@@ -105,12 +107,12 @@ class LpBatchNorm(nn.Module):
             raise ValueError(f"ghost_constant={ghost_constant!r} is invalid; valid: {', '.join(GHOST_CONSTANTS)} "
                              "(once: with ghost_beta only)")
         self.ghost_constant = ghost_constant
-        if variance not in VARIANCES or (variance != "two_pass" and kind != "l2"):
+        if variance not in VARIANCES or (variance != "two_pass" and not spec.is_variance):
             raise ValueError(f"variance={variance!r} is invalid; valid: {', '.join(VARIANCES)} (one_pass: kind l2 only)")
         self.variance = variance
         self.num_features, self.kind, self.eps, self.momentum = num_features, kind, float(eps), momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        self.k = int(k) if kind == "topk" else None
+        self.k = int(k) if spec.takes_k else None
         self.constant = None if constant is None else float(constant)
         self.stats_dtype = resolve_dtype(stats_dtype, "stats_dtype")
         self.accum_dtype = resolve_dtype(accum_dtype, "accum_dtype")
@@ -122,11 +124,10 @@ class LpBatchNorm(nn.Module):
         self.exact_backward = exact_backward
         self.fused = fused
         fk = {"device": device, "dtype": dtype}
-        has_weight = affine and kind != "mean"
+        has_weight = affine and spec.statistic is not None  # mean-only has no scale to multiply
         self.weight = nn.Parameter(torch.empty(num_features, **fk)) if has_weight else None
         self.bias = nn.Parameter(torch.empty(num_features, **fk)) if affine else None
-        stat_name = "running_var" if kind == "l2" else "running_scale" if kind in SCALE_KINDS else None
-        self._stat_name = stat_name
+        stat_name = self._stat_name = spec.running
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **fk))
             if stat_name:
@@ -140,6 +141,11 @@ class LpBatchNorm(nn.Module):
         if self.ghost_beta is not None:
             self.register_buffer("ghost_stat", torch.zeros(num_features, **fk))
         self.reset_parameters()
+
+    @property
+    def spec(self) -> NormKind:
+        """This kind's row of the table in ``kinds.py``."""
+        return KINDS[self.kind]
 
     # ----------------------------------------------------------------- setup helpers
     def reset_running_stats(self) -> None:
@@ -182,7 +188,7 @@ class LpBatchNorm(nn.Module):
     def _constant(self, n: int) -> float:
         if self.constant is not None:
             return self.constant
-        return C_L1 if self.kind == "l1" else c_linf(n)
+        return self.spec.constant(n)
 
     def _check_input(self, x: Tensor) -> int:
         if x.dim() < 2 or x.shape[1] != self.num_features:
@@ -209,24 +215,26 @@ class LpBatchNorm(nn.Module):
         # float16/bfloat16 inputs); with them, only where they compute in exactly those dtypes.
         default_precision = self.stats_dtype is None and self.accum_dtype is None
         plain_precision = default_precision or (sdt == x.dtype and acc == sdt and not is_narrow(sdt))
-        if self.kind == "l2" and plain_precision and self.variance == "two_pass":  # exactly nn.BatchNorm's computation
+        spec = self.spec
+        if spec.is_variance and plain_precision and self.variance == "two_pass":  # exactly nn.BatchNorm's computation
             update = not self.training or self.track_running_stats
             return F.batch_norm(x, self.running_mean if update else None, self.running_var if update else None,
                                 self.weight, self.bias, use_batch, factor, self.eps)
         if not use_batch:
             return self._eval_forward(x, sdt)
-        if use_batch and n < 2 and self.kind != "mean":
+        if use_batch and n < 2 and spec.statistic is not None:
             raise ValueError(f"{self.kind} batch norm needs more than 1 value per channel in training, "
                              f"got input shape {tuple(x.shape)}")
-        if self.kind == "topk" and self.k > n:
-            raise ValueError(f"k={self.k} is invalid for this batch: topk needs 1 <= k <= n={n} elements per channel")
+        if spec.takes_k and self.k > n:
+            raise ValueError(f"k={self.k} is invalid for this batch: {self.kind} needs 1 <= k <= n={n} elements per channel")
         fused = _FUSED_DEFAULT if self.fused is None else self.fused
         ghost = self.ghost_beta is not None and self.training
-        if fused and self.kind != "l2" and plain_precision and not ghost:  # the kernels (lp_ops.py)
-            k = self.k if self.kind == "topk" else 1  # L∞ = top-1
-            constant = self._constant(n) if self.kind in SCALE_KINDS else 1.0
-            y, mu, stat = lp_batch_norm_train(x.to(sdt), self.weight, self.bias, self.kind, self.eps, constant, k)
-            y, stat = y.to(x.dtype), (stat if self.kind in SCALE_KINDS else None)
+        if fused and spec.kernel is not None and plain_precision and not ghost:  # the kernels (lp_ops.py)
+            scaled = spec.statistic is not None
+            constant = self._constant(n) if scaled else 1.0
+            y, mu, stat = lp_batch_norm_train(x.to(sdt), self.weight, self.bias, self.kind, self.eps, constant,
+                                              spec.kernel_k(self.k))
+            y, stat = y.to(x.dtype), (stat if scaled else None)
         else:
             y, mu, stat = self._batch_forward(x, n, sdt, acc)
             if self.exact_backward:  # straight-through: this forward's values, the float32 layer's gradient
@@ -244,29 +252,20 @@ class LpBatchNorm(nn.Module):
         xs = q(x.to(sdt))
         mu = q(channel_mean(xs, red, acc, self.accum_mode))
         d = q(xs - mu)
-        stat = None
-        if self.kind == "mean":
+        statistic = self.spec.statistic
+        if statistic is None:  # mean-only
             y = d if self.bias is None else d + self.bias.to(sdt).view(shape)
-            return y.to(x.dtype), mu.view(-1), stat
-        if self.kind == "l2":
-            if self.variance == "one_pass":
-                stat = q(q(channel_mean(q(xs * xs), red, acc, self.accum_mode)) - q(mu * mu))
-            else:
-                stat = q(channel_mean(q(d * d), red, acc, self.accum_mode))  # biased batch variance
+            return y.to(x.dtype), mu.view(-1), None
+        if self.variance == "one_pass":  # E[x²] − μ² (a variance kind only, checked in __init__)
+            stat = q(q(channel_mean(q(xs * xs), red, acc, self.accum_mode)) - q(mu * mu))
+        else:
+            stat = self._reduce(statistic.reduce, q(statistic.of(d)), red, shape, q, sdt, acc)
+        if self.spec.is_variance:  # the biased batch variance
             y = d * torch.rsqrt(stat + self.eps)
         else:
-            a = d.abs()
-            if self.kind == "l1":
-                stat = q(channel_mean(a, red, acc, self.accum_mode))
-            elif self.kind == "linf":
-                stat = a.amax(red, keepdim=True)
+            if self.ghost_beta is not None and self.training:  # ghost_beta: top-k only
+                stat = self._ghost(stat, n)
             else:
-                top = channel_rows(a).topk(self.k, dim=1).values
-                top = narrow_mean_rows(top, acc, self.accum_mode) if is_narrow(acc) else top.mean(1, dtype=acc)
-                stat = q(top.to(sdt)).view(shape)
-                if self.ghost_beta is not None and self.training:
-                    stat = self._ghost(stat, n)
-            if self.ghost_beta is None or self.kind != "topk" or not self.training:
                 stat = q(stat * self._constant(n))
             y = d / (stat + self.eps)
         if self.weight is not None:
@@ -274,6 +273,17 @@ class LpBatchNorm(nn.Module):
         if self.bias is not None:
             y = y + self.bias.to(sdt).view(shape)
         return y.to(x.dtype), mu.view(-1), stat.view(-1)
+
+    def _reduce(self, how: str, t: Tensor, red: tuple, shape: tuple, q, sdt, acc) -> Tensor:
+        """The statistic's per-channel reduction of t (kinds.py) in this layer's precision (rounding
+        q, compute dtype sdt, accumulator acc), keepdim."""
+        if how == "mean":
+            return q(channel_mean(t, red, acc, self.accum_mode))
+        if how == "max":
+            return t.amax(red, keepdim=True)
+        top = channel_rows(t).topk(self.k, dim=1).values  # "top_mean"
+        top = narrow_mean_rows(top, acc, self.accum_mode) if is_narrow(acc) else top.mean(1, dtype=acc)
+        return q(top.to(sdt)).view(shape)
 
     def _ghost(self, top_mean: Tensor, n: int) -> Tensor:
         """m_t = C·(β·m_{t−1} + (1 − β)·T_t), the authors' "Top10" denominator (see the module docstring);
@@ -293,13 +303,14 @@ class LpBatchNorm(nn.Module):
         if sdt in FLOAT8:  # evaluation: the running statistics in float32 on inputs rounded to the format
             x, sdt = rounder(sdt)(x.float()), torch.float32
         mean = self.running_mean
-        if self.kind == "mean":
+        if self.spec.statistic is None:  # mean-only
             shift = -mean if self.bias is None else self.bias - mean
             return (x.to(sdt) + shift.to(sdt).view(shape)).to(x.dtype)
-        if self.kind == "l2":
-            inv = torch.rsqrt(self.running_var + self.eps)
+        stat = getattr(self, self.spec.running)
+        if self.spec.is_variance:
+            inv = torch.rsqrt(stat + self.eps)
         else:
-            inv = 1.0 / (self.running_scale + self.eps)
+            inv = 1.0 / (stat + self.eps)
         scale = inv if self.weight is None else inv * self.weight
         shift = -mean * scale if self.bias is None else self.bias - mean * scale
         y = torch.addcmul(shift.to(sdt).view(shape), x.to(sdt), scale.to(sdt).view(shape))
@@ -311,7 +322,6 @@ class LpBatchNorm(nn.Module):
         if stat is None:
             return
         stat = stat.detach().to(self.running_mean.dtype)
-        if self.kind == "l2":
-            self.running_var.mul_(1.0 - factor).add_(stat * (n / (n - 1)), alpha=factor)
-        else:
-            self.running_scale.mul_(1.0 - factor).add_(stat, alpha=factor)
+        if self.spec.is_variance:  # kept unbiased, like nn.BatchNorm
+            stat = stat * (n / (n - 1))
+        getattr(self, self.spec.running).mul_(1.0 - factor).add_(stat, alpha=factor)

@@ -1,9 +1,9 @@
 """The fused batch-statistics norms: one entry point, eager autograd and torch.compile custom ops.
 
 ``lp_batch_norm_train(x, weight, bias, kind, eps, constant, k)`` → (y, mean, scale) for kinds
-"mean", "l1", "linf", "topk" (equations in ``lp_batchnorm.py``; scale = C·stat without ε). It runs
-the kernel ``kernels.backend`` picks for the device (C++ on CPU, Triton on CUDA, else the
-PyTorch-ops path of ``fused.py``). Under torch.compile it calls the custom ops
+with a fused kernel in ``kinds.py`` (equations in ``lp_batchnorm.py``; scale = C·stat without ε). It
+runs the kind's code path on the backend ``kernels`` picks for the device (C++ on CPU, Triton on CUDA,
+else the PyTorch ops of ``kernels/python_lp.py``). Under torch.compile it calls the custom ops
 ``normmatters::lp_bn_forward`` / ``lp_bn_backward`` (fake implementations and a registered autograd
 formula make them opaque to the compiler: no graph break, same kernels); in eager mode a plain
 autograd Function calls the same implementations. Backward is not itself differentiable.
@@ -16,9 +16,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import fused, kernels
-
-KIND_IDS = {"mean": 0, "l1": 1, "linf": 2, "topk": 2}  # L∞ is top-1
+from . import kernels
+from .kinds import FUSED_KINDS, KERNEL_L1, KERNEL_MEAN, KINDS
 
 
 def _canonical(x: Tensor):
@@ -40,97 +39,78 @@ def _dense(x: Tensor) -> Tensor:
     return x.contiguous()
 
 
-def _aux_shapes(kind: str, C: int, k: int):
-    if kind == "mean":
+def _aux_shapes(kernel: int, C: int, k: int):
+    if kernel == KERNEL_MEAN:
         return (0,), (0, 0)
-    if kind == "l1":
+    if kernel == KERNEL_L1:
         return (C,), (0, 0)
     return (C, k), (C, k)
 
 
-def _run_forward(xv, weight, bias, kind, eps, constant, k, batch, out):
-    which = kernels.backend(xv.device.type)
-    if which == "cpp":
-        return tuple(kernels.cpu_module().forward(xv, weight, bias, KIND_IDS[kind], eps, constant, k, batch, out))
-    if which == "triton":
-        return kernels.triton_module().forward(xv, weight, bias, kind, eps, constant, k, batch, out=out)
-    return fused.forward(xv, weight, bias, kind, eps, constant, k, batch, out=out)
-
-
-def _run_backward(dy, xv, mu, scale, weight, aux, idx, kind, eps, constant, k, batch):
-    which = kernels.backend(dy.device.type)
-    if which == "cpp":
-        return tuple(kernels.cpu_module().backward(dy, xv, mu, scale, weight, aux, idx, KIND_IDS[kind], eps,
-                                                   constant, k, batch))
-    if which == "triton":
-        return kernels.triton_module().backward(dy, xv, mu, scale, weight, aux, idx, kind, eps, constant, k, batch)
-    return fused.backward(dy, xv, mu, scale, weight, aux, idx, kind, eps, constant, k)
-
-
-def _forward(x, weight, bias, kind, eps, constant, k):
+def _forward(x, weight, bias, kernel, eps, constant, k):
     """y is a new tensor of x's shape and layout (not a view): the kernels write into its canonical
     view. What the autograd Function returns must not be a view made inside it: autograd refuses
     to let such a view be modified in place, and every in-place activation after a norm
     (nn.ReLU(inplace=True), ReLU6, SiLU(inplace=True) in torchvision's and timm's models) does."""
     y = torch.empty_like(x)  # x is dense (contiguous or channels-last), so y has x's strides
     xv, yv = _canonical(x)[0], _canonical(y)[0]
-    _, mu, scale, aux, idx = _run_forward(xv, weight, bias, kind, eps, constant, k, x.shape[0], yv)
+    _, mu, scale, aux, idx = kernels.forward(xv, weight, bias, kernel, eps, constant, k, x.shape[0], yv)
     return y, mu, scale, aux, idx
 
 
-def _backward_impl(dy, x, mean, scale, weight, aux, idx, kind, eps, constant, k):
+def _backward_impl(dy, x, mean, scale, weight, aux, idx, kernel, eps, constant, k):
     if x is not None and dy.stride() != x.stride():  # e.g. a broadcast gradient: the kernels want x's layout
         dy = torch.empty_like(x).copy_(dy)
     dy = _dense(dy)
     dyv, restore = _canonical(dy)
     xv = None if x is None else _canonical(x)[0]
-    dx, gw, gb = _run_backward(dyv, xv, mean, scale, weight, aux, idx, kind, eps, constant, k, dy.shape[0])
+    dx, gw, gb = kernels.backward(dyv, xv, mean, scale, weight, aux, idx, kernel, eps, constant, k, dy.shape[0])
     return restore(dx), gw, gb
 
 
 @torch.library.custom_op("normmatters::lp_bn_forward", mutates_args=())
-def lp_bn_forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], kind: str, eps: float,
+def lp_bn_forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], kernel: int, eps: float,
                   constant: float, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _forward(x, weight, bias, kind, eps, constant, k)
+    return _forward(x, weight, bias, kernel, eps, constant, k)
 
 
 @lp_bn_forward.register_fake
-def _(x, weight, bias, kind, eps, constant, k):
+def _(x, weight, bias, kernel, eps, constant, k):
     C = x.shape[1]
-    aux, idx = _aux_shapes(kind, C, k)
+    aux, idx = _aux_shapes(kernel, C, k)
     return (torch.empty_like(x), x.new_empty(C), x.new_empty(C), x.new_empty(aux),
             x.new_empty(idx, dtype=torch.long))
 
 
 @torch.library.custom_op("normmatters::lp_bn_backward", mutates_args=())
 def lp_bn_backward(dy: Tensor, x: Optional[Tensor], mean: Tensor, scale: Tensor, weight: Optional[Tensor],
-                   aux: Tensor, idx: Tensor, kind: str, eps: float, constant: float,
+                   aux: Tensor, idx: Tensor, kernel: int, eps: float, constant: float,
                    k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(dx, dweight, dbias); x is None for "mean" (its backward never reads x), dweight is empty
-    without weight. dx has x's layout (dy's for "mean")."""
-    dx, gw, gb = _backward_impl(dy, x, mean, scale, weight, aux, idx, kind, eps, constant, k)
+    """(dx, dweight, dbias); x is None for mean-only (its backward never reads x), dweight is empty
+    without weight. dx has x's layout (dy's for mean-only)."""
+    dx, gw, gb = _backward_impl(dy, x, mean, scale, weight, aux, idx, kernel, eps, constant, k)
     return dx, (gw if gw is not None else dy.new_empty(0)), gb
 
 
 @lp_bn_backward.register_fake
-def _(dy, x, mean, scale, weight, aux, idx, kind, eps, constant, k):
+def _(dy, x, mean, scale, weight, aux, idx, kernel, eps, constant, k):
     C = dy.shape[1]
     dx = torch.empty_like(x) if x is not None else torch.empty_like(_dense(dy))
     return dx, dy.new_empty(C if weight is not None else 0), dy.new_empty(C)
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, kind, eps, constant, k = inputs
+    x, weight, bias, kernel, eps, constant, k = inputs
     _, mu, scale, aux, idx = output
-    ctx.save_for_backward(None if kind == "mean" else x, mu, scale, weight, aux, idx)
-    ctx.options = (kind, eps, constant, k)
+    ctx.save_for_backward(None if kernel == KERNEL_MEAN else x, mu, scale, weight, aux, idx)
+    ctx.options = (kernel, eps, constant, k)
     ctx.needs = (weight is not None, bias is not None)
 
 
 def _backward(ctx, dy, _dmu, _ds, _daux, _didx):
     x, mu, scale, weight, aux, idx = ctx.saved_tensors
-    kind, eps, constant, k = ctx.options
-    dx, gw, gb = lp_bn_backward(dy, x, mu, scale, weight, aux, idx, kind, eps, constant, k)
+    kernel, eps, constant, k = ctx.options
+    dx, gw, gb = lp_bn_backward(dy, x, mu, scale, weight, aux, idx, kernel, eps, constant, k)
     return dx, (gw if ctx.needs[0] else None), (gb if ctx.needs[1] else None), None, None, None, None
 
 
@@ -142,10 +122,10 @@ class _Eager(torch.autograd.Function):
     call and leaves garbage that triggers full gc passes (milliseconds) in a training loop."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, kind, eps, constant, k):
-        y, mu, scale, aux, idx = _forward(x, weight, bias, kind, eps, constant, k)
-        ctx.save_for_backward(None if kind == "mean" else x, mu, scale, weight, aux, idx)
-        ctx.options = (kind, eps, constant, k)
+    def forward(ctx, x, weight, bias, kernel, eps, constant, k):
+        y, mu, scale, aux, idx = _forward(x, weight, bias, kernel, eps, constant, k)
+        ctx.save_for_backward(None if kernel == KERNEL_MEAN else x, mu, scale, weight, aux, idx)
+        ctx.options = (kernel, eps, constant, k)
         ctx.mark_non_differentiable(mu, scale)
         return y, mu, scale
 
@@ -161,14 +141,15 @@ class _Eager(torch.autograd.Function):
 def lp_batch_norm_train(x: Tensor, weight, bias, kind: str, eps: float, constant: float, k: int = 1):
     """Batch-statistics norm of x (N, C, *); returns (y, mean, scale), y in x's layout (contiguous
     or channels-last; any other strides are made contiguous first)."""
-    if kind not in KIND_IDS:
-        raise ValueError(f"kind={kind!r} is invalid for the fused norms; valid: {', '.join(KIND_IDS)}")
+    if kind not in FUSED_KINDS:
+        raise ValueError(f"kind={kind!r} is invalid for the fused norms; valid: {', '.join(FUSED_KINDS)}")
+    spec = KINDS[kind]
     n = x.numel() // x.shape[1]
-    k = 1 if kind == "linf" else int(k)
-    if kind == "topk" and not 1 <= k <= n:
-        raise ValueError(f"k={k} is invalid for this batch: topk needs 1 <= k <= n={n} elements per channel")
+    k = spec.kernel_k(k)
+    if spec.takes_k and not 1 <= k <= n:
+        raise ValueError(f"k={k} is invalid for this batch: {kind} needs 1 <= k <= n={n} elements per channel")
     weight, bias = (None if t is None else t.to(x.dtype) for t in (weight, bias))
-    args = (_dense(x), weight, bias, kind, float(eps), float(constant), k)
+    args = (_dense(x), weight, bias, spec.kernel, float(eps), float(constant), k)
     if torch.compiler.is_compiling():
         return lp_bn_forward(*args)[:3]
     return _Eager.apply(*args)

@@ -6,7 +6,8 @@ import inspect
 import torch
 import torch.nn as nn
 
-from .constants import NORM_KINDS, check_kind
+from .constants import check_kind
+from .kinds import NORM_KINDS
 from .lp_batchnorm import LpBatchNorm
 
 # keyword options build_norm passes on to LpBatchNorm
@@ -41,7 +42,7 @@ def prepare_kernels(model: nn.Module, device) -> str | None:
     returns the backend ('cpp', 'triton', 'python'), or None when no layer uses the fused kernels."""
     from . import kernels
 
-    if not any(isinstance(m, LpBatchNorm) and m.kind != "l2" and m.fused is not False for m in model.modules()):
+    if not any(isinstance(m, LpBatchNorm) and m.spec.kernel is not None and m.fused is not False for m in model.modules()):
         return None
     return kernels.backend(torch.device(device).type)
 
@@ -57,7 +58,7 @@ def check_norm_inputs(model: nn.Module, loader, batch_size: int) -> None:
     """Before training: each top-k layer's k must not exceed the n = batch × (elements per sample and
     channel) values it normalizes. Shapes come from one eval-mode forward of a test sample (eval mode:
     running statistics untouched); a ValueError names the key, the value and the bound."""
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, LpBatchNorm) and m.kind == "topk"}
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, LpBatchNorm) and m.spec.takes_k}
     if not layers:
         return
     x, _ = next(iter(loader.epoch(0)))

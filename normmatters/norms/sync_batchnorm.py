@@ -10,7 +10,8 @@ mean-only. With N the global count per channel (summed over ranks):
     linf: stat = max over ranks of max|x − μ|     (each rank's maximum, gathered)
     topk: stat = mean of the k largest of the ranks' k largest |x − μ| (k candidates per rank)
 
-then C(N)·stat and the affine exactly as in one process. The sums go through the differentiable
+then C(N)·stat and the affine exactly as in one process. Which reduction a kind's statistic is, and
+so how the ranks combine it, is its row in ``kinds.py``. The sums go through the differentiable
 ``torch.distributed.nn`` all-reduce (its backward all-reduces the gradient, as SyncBatchNorm's
 backward does) and the maxima through its differentiable all-gather (the gradient returns to the
 rank that owns the chosen element), so autograd gives every rank ∂(Σ_ranks loss)/∂x; DDP's mean
@@ -45,8 +46,8 @@ class SyncLpBatchNorm(LpBatchNorm):
         if not self.training or _group_size(self.process_group) == 1:
             return super().forward(x)
         n_local = self._check_input(x)
-        if self.kind == "topk" and n_local < 1:
-            raise ValueError(f"topk batch norm got an empty shard of shape {tuple(x.shape)}")
+        if self.spec.takes_k and n_local < 1:
+            raise ValueError(f"{self.kind} batch norm got an empty shard of shape {tuple(x.shape)}")
         factor = self._count_batch()
         y, mu, stat, n = self._sync_forward(x)
         if self.track_running_stats:
@@ -69,24 +70,18 @@ class SyncLpBatchNorm(LpBatchNorm):
         # one collective for Σx and the count; float64 keeps any count exact
         sums = self._all_sum(torch.cat([xs.sum(red, dtype=torch.float64), count]))
         n = int(sums[-1].item())
-        if self.kind == "topk" and self.k > n:
-            raise ValueError(f"k={self.k} is invalid for this batch: topk needs 1 <= k <= n={n} elements per channel")
+        if self.spec.takes_k and self.k > n:
+            raise ValueError(f"k={self.k} is invalid for this batch: {self.kind} needs 1 <= k <= n={n} elements per channel")
         mu = (sums[:-1] / n).to(xs.dtype)
         d = xs - mu.view(shape)
-        if self.kind == "mean":
+        statistic = self.spec.statistic
+        if statistic is None:  # mean-only
             y = d if self.bias is None else d + self.bias.view(shape)
             return y.to(x.dtype), mu, None, n
-        if self.kind == "l2":
-            stat = self._all_sum((d * d).sum(red)) / n
+        stat = self._reduce(statistic.reduce, statistic.of(d), red, n)
+        if self.spec.is_variance:
             y = d * torch.rsqrt(stat + self.eps).view(shape)
         else:
-            a = d.abs()
-            if self.kind == "l1":
-                stat = self._all_sum(a.sum(red)) / n
-            elif self.kind == "linf":
-                stat = self._all_max(a.amax(red).unsqueeze(1)).amax(1)
-            else:
-                stat = self._all_max(self._candidates(a)).topk(self.k, dim=1).values.mean(1)
             stat = stat * self._constant(n)
             y = d / (stat + self.eps).view(shape)
         if self.weight is not None:
@@ -94,6 +89,14 @@ class SyncLpBatchNorm(LpBatchNorm):
         if self.bias is not None:
             y = y + self.bias.view(shape)
         return y.to(x.dtype), mu, stat, n
+
+    def _reduce(self, how: str, t: Tensor, red: tuple, n: int) -> Tensor:
+        """The statistic's per-channel reduction of t over every rank's shard, (C,)."""
+        if how == "mean":  # the ranks' sums added up
+            return self._all_sum(t.sum(red)) / n
+        if how == "max":  # the ranks' maxima gathered
+            return self._all_max(t.amax(red).unsqueeze(1)).amax(1)
+        return self._all_max(self._candidates(t)).topk(self.k, dim=1).values.mean(1)  # "top_mean"
 
     def _candidates(self, a: Tensor) -> Tensor:
         """This rank's k largest |x − μ| per channel, padded with −1 (never chosen) to k columns."""
@@ -114,7 +117,7 @@ def _sync_layer(layer: LpBatchNorm, process_group) -> nn.Module:
             raise ValueError(f"train.sync_norm=true cannot synchronize norm option {key}={getattr(layer, key)!r}; "
                              f"valid: {plain!r}, or train.sync_norm=false (per-device statistics)")
     on_cuda = layer.running_mean is not None and layer.running_mean.is_cuda
-    if layer.kind == "l2" and on_cuda:  # PyTorch's own, same state_dict keys as L2 LpBatchNorm
+    if layer.spec.is_variance and on_cuda:  # PyTorch's own, same state_dict keys as L2 LpBatchNorm
         new = nn.SyncBatchNorm(layer.num_features, layer.eps, layer.momentum, layer.affine,
                                layer.track_running_stats, process_group)
     else:

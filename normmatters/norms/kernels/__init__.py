@@ -1,20 +1,24 @@
-"""Fused Lp batch-norm kernels: which one runs, and the CPU extension's build, cache and fallback.
+"""Fused Lp batch-norm kernels: which one runs (``forward``, ``backward``), and the CPU extension's
+build, cache and fallback. Three backends with one interface, the code path given as an id of
+``kinds.KERNELS``:
 
 - CUDA tensors: the Triton kernels (``triton_lp.py``) when Triton imports, else the Python path.
 - CPU tensors: the C++ extension (``cpu_lp.h``, ``cpu_lp_forward.cpp``, ``cpu_lp_backward.cpp``),
   built with PyTorch's own tooling (``torch.utils.cpp_extension.load``, which needs ninja) once per
   machine: ``make setup`` builds it (``python -m normmatters.norms.kernels``), and a process that
-  finds none builds it on first use, printing one line (about a minute).
+  finds none builds it on first use, printing one line (about a minute). Its code-path ids come
+  from ``kinds.KERNELS`` as compile-time defines (part of the flags, hence of the cache key).
+- Anything else, or when those are unavailable: PyTorch ops (``python_lp.py``).
 
 The cache: ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/normmatters/torch_extensions``, one folder per
 binary, ``nm_cpu_lp_<key>``, the key a hash of what determines the binary and nothing else: the
 sources' contents, PyTorch's version (and C++ ABI), Python's extension ABI, the compiler's
-identity (``$CXX --version``), the flags and the CPU (the build uses -march=native). Not the paths
+identity (``$CXX --version``), the flags (with the code-path ids) and the CPU (the build uses -march=native). Not the paths
 of the checkout or of the virtual environment: a second clone, or a fresh environment with the same
 PyTorch, imports the cached ``nm_cpu_lp.so`` directly. (torch's own cache would rebuild it there:
 its build files, which it checks, name the include paths of the environment that built it.)
 Without a compiler or ninja, or when the build fails, one warning is printed and the Python fused
-path (``fused.py``) runs instead.
+path (``python_lp.py``) runs instead.
 
 ``NM_KERNELS=python`` forces the Python path (for comparisons); ``NM_KERNELS=native`` makes a
 missing kernel an error instead of a warning (CI of the kernels themselves).
@@ -33,6 +37,9 @@ import sys
 import sysconfig
 import warnings
 from pathlib import Path
+
+from ..kinds import KERNELS
+from . import python_lp
 
 _HERE = Path(__file__).resolve().parent
 SOURCES = ("cpu_lp.h", "cpu_lp_forward.cpp", "cpu_lp_backward.cpp")
@@ -54,7 +61,8 @@ def _mode() -> str:
 
 def _flags() -> tuple[list[str], list[str]]:
     native = "-march=native" if platform.machine() in ("x86_64", "AMD64") else "-mcpu=native"
-    return ["-O3", "-fopenmp", native], ["-fopenmp"]
+    ids = [f"-DNMLP_KERNEL_{name}={value}" for name, value in KERNELS.items()]  # cpu_lp.h's enum
+    return ["-O3", "-fopenmp", native, *ids], ["-fopenmp"]
 
 
 def _cpu_identity() -> str:
@@ -205,3 +213,20 @@ def backend(device_type: str) -> str:
     if device_type == "cuda":
         return "triton" if triton_module() is not None else "python"
     return "python"
+
+
+def _module(device_type: str):
+    which = backend(device_type)
+    return cpu_module() if which == "cpp" else triton_module() if which == "triton" else python_lp
+
+
+def forward(xv, weight, bias, kernel: int, eps: float, constant: float, k: int, batch: int, out=None):
+    """(y, mean, scale, aux, idx) of code path ``kernel`` on a canonical view (``lp_ops.py``), by the
+    backend of its device; y is ``out`` when given."""
+    return tuple(_module(xv.device.type).forward(xv, weight, bias, kernel, eps, constant, k, batch, out))
+
+
+def backward(dy, xv, mu, scale, weight, aux, idx, kernel: int, eps: float, constant: float, k: int, batch: int):
+    """(dx, dweight, dbias) of ``forward``'s output gradient dy (dweight None without weight)."""
+    module = _module(dy.device.type)
+    return tuple(module.backward(dy, xv, mu, scale, weight, aux, idx, kernel, eps, constant, k, batch))

@@ -18,7 +18,12 @@
 
 namespace nmlp {
 
-enum Kind : int64_t { kMean = 0, kL1 = 1, kTopk = 2 };  // L∞ is top-k with k = 1
+// The code paths' ids are defined once, in normmatters/norms/kinds.py (KERNELS), and passed to the
+// compiler as -DNMLP_KERNEL_<NAME>=<id> by kernels/__init__.py.
+#if !defined(NMLP_KERNEL_MEAN) || !defined(NMLP_KERNEL_L1) || !defined(NMLP_KERNEL_TOPK)
+#error "compile with the -DNMLP_KERNEL_* ids of normmatters/norms/kinds.py (python -m normmatters.norms.kernels)"
+#endif
+enum Kind : int64_t { kMean = NMLP_KERNEL_MEAN, kL1 = NMLP_KERNEL_L1, kTopk = NMLP_KERNEL_TOPK };  // L∞: top-1
 struct Params { int64_t kind, k; double eps, constant; };
 
 struct Geo {

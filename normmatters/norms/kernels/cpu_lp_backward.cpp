@@ -1,5 +1,5 @@
 // Backward of the fused CPU batch norms (layout and conventions in cpu_lp.h; the formulas are
-// derived in fused.py). With a = γ/(s + ε) per channel:
+// derived in python_lp.py). With a = γ/(s + ε) per channel:
 //     dx = a·dy + b·sign(x − μ) + c0   (+ sparse terms at the top-k elements)
 // b is non-zero for L1 only. One pass reads (dy, x) for Σdy and Σdy·(x − μ) (mean-only: dy
 // alone); the second writes dx from dy, reading x again only for L1's sign.

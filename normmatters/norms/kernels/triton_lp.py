@@ -8,13 +8,16 @@ again for Σ|x − μ| and Σsign(x − μ), then one elementwise kernel writes 
 L∞ = top-1) searches only the k groups with the largest extrema of each channel (every element
 above the k-th largest group maximum lies in one of them), gathered with PyTorch. Backward: one
 reduction pass for Σdy and Σdy·(x − μ), one elementwise pass for dx, an index_add for top-k.
-Runs under TRITON_INTERPRET=1 on CPU tensors (how the tests check it without a GPU).
+Runs under TRITON_INTERPRET=1 on CPU tensors (how the tests check it without a GPU). ``kernel`` is
+a code path of ``kinds.KERNELS``.
 """
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
+
+from ..kinds import KERNEL_L1, KERNEL_MEAN, KERNEL_TOPK
 
 SUM, ABS, DY = 0, 1, 2  # what a partial-reduction program computes
 _SUM, _ABS, _DY = tl.constexpr(SUM), tl.constexpr(ABS), tl.constexpr(DY)  # the same, for use inside kernels
@@ -137,21 +140,21 @@ def _topk(xv, mu, k, part, rows, geo):
     return vals, flat.gather(1, pos), torch.sign(d.gather(1, pos))
 
 
-def forward(xv, weight, bias, kind: str, eps: float, constant: float, k: int, batch: int, out=None):
+def forward(xv, weight, bias, kernel: int, eps: float, constant: float, k: int, batch: int, out=None):
     """(y, mean, scale, aux, idx) as the C++ kernel; y is ``out`` when given (xv's shape, contiguous)."""
     geo = _geometry(xv, batch)
     N, C, L = geo[:3]
     n = N * L
-    topk = kind in ("topk", "linf")
+    topk = kernel == KERNEL_TOPK
     part, rows = _launch_partials(SUM, xv, None, None, geo, min_groups=k if topk else 1)
     mu = (part[:, :, 0].double().sum(0) / n).to(xv.dtype)
     aux, idx = xv.new_empty(0), torch.empty(0, 0, dtype=torch.long, device=xv.device)
     scale = xv.new_zeros(C)
-    if kind == "mean":
+    if kernel == KERNEL_MEAN:
         a = xv.new_ones(C)
         shift = -mu if bias is None else bias - mu
     else:
-        if kind == "l1":
+        if kernel == KERNEL_L1:
             p2, _ = _launch_partials(ABS, xv, None, mu, geo)
             stat = p2[:, :, 0].double().sum(0) / n
             aux = (p2[:, :, 1].double().sum(0) / n).to(xv.dtype)
@@ -166,19 +169,19 @@ def forward(xv, weight, bias, kind: str, eps: float, constant: float, k: int, ba
     return y, mu.to(xv.dtype), scale.to(xv.dtype), aux, idx
 
 
-def backward(dy, xv, mu, scale, weight, aux, idx, kind: str, eps: float, constant: float, k: int, batch: int):
+def backward(dy, xv, mu, scale, weight, aux, idx, kernel: int, eps: float, constant: float, k: int, batch: int):
     geo = _geometry(dy, batch)
     N, C, L = geo[:3]
     n = N * L
-    part, _ = _launch_partials(DY, xv if kind != "mean" else None, dy, mu, geo)
+    part, _ = _launch_partials(DY, xv if kernel != KERNEL_MEAN else None, dy, mu, geo)
     sdy, sdyd = part[:, :, 0].double().sum(0), part[:, :, 1].double().sum(0)
-    if kind == "mean":
+    if kernel == KERNEL_MEAN:
         return _affine(dy, None, None, dy.new_ones(C), None, -sdy / n, geo), None, sdy.to(dy.dtype)
     inv = 1.0 / (scale.double() + eps)
     a = inv if weight is None else inv * weight.double()
     t = -a * sdyd * inv  # −S/(s + ε), S = Σ γ·dy·x̂
     base = -a * sdy / n
-    if kind == "l1":
+    if kernel == KERNEL_L1:
         b = t * constant / n
         dx = _affine(dy, xv, mu, a, b, base - b * aux.double(), geo)
     else:

@@ -1,4 +1,4 @@
-"""Fused training path of the Lp batch norms in PyTorch ops: the fallback of the compiled kernels.
+"""The fused kernels in PyTorch ops: the fallback of the C++ and Triton ones, with their interface.
 
 Differentiating the plain composite (x − μ, |·|, mean, ÷, affine) through autograd keeps several
 full-size intermediates alive until backward and allocates a new full-size tensor per op. Here
@@ -14,30 +14,14 @@ g = γ·dy, S = Σ g·x̂ and s = C·stat:
 L∞ is top-k with k = 1. At exact ties of the largest |x − μ| this path routes the gradient to
 one of the tied elements (like torch.topk), where autograd through ``amax`` would split it; for
 real-valued data ties have probability zero. Backward is not itself differentiable (use
-``fused=False`` for double backward).
+``fused=False`` for double backward). ``kernel`` is a code path of ``kinds.KERNELS``.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-
-def canonical_view(x: Tensor):
-    """View x as (N, C, L) (channels-first) or (M, C) (channels-last) without copying if possible.
-
-    Returns (view, restore) where restore(y_view) gives y in x's shape and memory layout.
-    """
-    C = x.shape[1]
-    if x.dim() == 2:
-        return x, lambda y: y
-    if not x.is_contiguous():
-        xl = x.movedim(1, -1)
-        if xl.is_contiguous():  # channels_last (any rank): reduce over rows of an (M, C) matrix
-            shape = xl.shape
-            return xl.reshape(-1, C), lambda y: y.view(shape).movedim(-1, 1)
-        x = x.contiguous()
-    shape = x.shape
-    return x.view(shape[0], C, -1), lambda y: y.view(shape)
+from ..kinds import KERNEL_L1, KERNEL_MEAN
 
 
 def _bshape(xv: Tensor):
@@ -155,12 +139,12 @@ def dy_sums(dy: Tensor, xv: Tensor, mu: Tensor, scratch: Tensor):
     return sdy.view(bshape), sdyd.view(bshape)
 
 
-def forward(xv: Tensor, weight, bias, kind: str, eps: float, constant: float, k: int, batch: int,
+def forward(xv: Tensor, weight, bias, kernel: int, eps: float, constant: float, k: int, batch: int,
             out: Tensor | None = None):
-    """Training-mode mean-only / L1 / top-k / L∞ norm of a canonical view, without autograd.
+    """Training-mode mean-only / L1 / top-k (L∞ = top-1) norm of a canonical view, without autograd.
 
     Returns (y, mean, scale, aux, idx) like the compiled kernels: scale = C·stat without ε (zeros
-    for "mean"), aux = mean sign(x − μ) per channel for "l1" or the signs at the top-k, (C, k),
+    for mean-only), aux = mean sign(x − μ) per channel for L1 or the signs at the top-k, (C, k),
     idx = the top-k's flat indices into xv, (C, k). y is ``out`` when given (xv's shape and strides).
     """
     bshape = _bshape(xv)
@@ -168,12 +152,12 @@ def forward(xv: Tensor, weight, bias, kind: str, eps: float, constant: float, k:
     n = xv.numel() // C
     mu = channel_sum(xv).div_(n)
     idx, aux = xv.new_empty((0, 0), dtype=torch.long), xv.new_empty(0)
-    if kind == "mean":
+    if kernel == KERNEL_MEAN:
         y = torch.sub(xv, mu, out=out)
         if bias is not None:
             y.add_(bias.view(bshape))
         return y, mu.reshape(-1), xv.new_zeros(C), aux, idx
-    if kind == "l1":
+    if kernel == KERNEL_L1:
         y = torch.sub(xv, mu, out=out)  # x − μ, in the output buffer used as scratch
         aux = channel_sum(torch.sign(y)).div_(n).view(-1)
         s = channel_sum(y.abs_()).mul_(constant / n)
@@ -188,12 +172,13 @@ def forward(xv: Tensor, weight, bias, kind: str, eps: float, constant: float, k:
     return y, mu.reshape(-1), s.reshape(-1), aux, idx
 
 
-def backward(dy: Tensor, xv, mu: Tensor, s: Tensor, weight, aux: Tensor, idx: Tensor, kind: str, eps: float,
-             constant: float, k: int):
-    """Input, weight and bias gradients of ``forward`` (dweight is None without weight)."""
+def backward(dy: Tensor, xv, mu: Tensor, s: Tensor, weight, aux: Tensor, idx: Tensor, kernel: int, eps: float,
+             constant: float, k: int, batch: int):
+    """Input, weight and bias gradients of ``forward`` (dweight is None without weight); ``batch``
+    is not needed here (the other backends' interface)."""
     bshape = _bshape(dy)
     n = dy.numel() // dy.shape[1]
-    if kind == "mean":
+    if kernel == KERNEL_MEAN:
         sdy = channel_sum(dy)
         return torch.sub(dy, sdy / n), None, sdy.view(-1)
     mu, inv = mu.view(bshape), (s.view(bshape) + eps).reciprocal_()
@@ -201,7 +186,7 @@ def backward(dy: Tensor, xv, mu: Tensor, s: Tensor, weight, aux: Tensor, idx: Te
     sdy, sdyd = dy_sums(dy, xv, mu, scratch=dx)
     a = inv if weight is None else inv * weight.view(bshape)  # γ/(s + ε)
     t = -(a * sdyd) * inv  # −S/(s + ε), S = Σ γ·dy·x̂
-    if kind == "l1":
+    if kernel == KERNEL_L1:
         torch.sub(xv, mu, out=dx).sign_()
         b = t * (constant / n)
         channel_affine(dx, b, -a * sdy / n - b * aux.view(bshape), out=dx).addcmul_(dy, a)
