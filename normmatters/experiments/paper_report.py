@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from normmatters import runs
 
 from .claims import FAILS, HOLDS, INCONCLUSIVE, MIN_EFFECT, NOT_RUN
-from .compose import experiment_dirs
 from .definition import discover, experiment_names, load_experiment
 from .figures import figure_captions
+from .homes import experiment_homes
 from ..paired import gap_text, number_text
 from .report import paper_cell
 
@@ -162,21 +162,18 @@ def _rows(results: Path) -> tuple[list[dict], list[str]]:
     rows += [dict(section=s, claim=c, paper=p, ours=o, criterion="none fixed (a benchmark)", verdict="NOT JUDGED",
                   scale="cifar") for s, c, p, o in MEASURED_ONLY]
     figures, reported = [], set()
-    experiments = [load_experiment(name) for name in experiment_names()]
-    homes = {exp.name: experiment_dirs(exp) for exp in experiments}
-    for exp_dir in sorted(p for p in results.iterdir() if p.is_dir() and (p / "claims.csv").exists()):
-        for exp in experiments:
-            if exp_dir.name not in homes[exp.name] or not discover(exp, exp_dir):
-                continue
-            scale = "paper" if _paper_scale(exp) else "cifar"
-            if exp.report == "wd":
-                found = _wd_rows(exp_dir, exp) + [_equilibrium_row(exp_dir, exp)]
-            else:
-                found = _claims_rows(exp_dir, exp)
-            rows += [dict(r, scale=scale, experiment=exp.name) for r in found]
-            reported.add(exp.name)
-            figures += sorted(f"{exp_dir.name}/{p.name}" for p in exp_dir.glob("*.png"))
-    for exp in experiments:  # experiments with claims and no runs here: every claim NOT RUN
+    for exp, exp_dir in experiment_homes(results):
+        if not (exp_dir / "claims.csv").exists():
+            continue
+        scale = "paper" if _paper_scale(exp) else "cifar"
+        if exp.report == "wd":
+            found = _wd_rows(exp_dir, exp) + [_equilibrium_row(exp_dir, exp)]
+        else:
+            found = _claims_rows(exp_dir, exp)
+        rows += [dict(r, scale=scale, experiment=exp.name) for r in found]
+        reported.add(exp.name)
+        figures += sorted(f"{exp_dir.name}/{p.name}" for p in exp_dir.glob("*.png"))
+    for exp in (load_experiment(name) for name in experiment_names()):  # experiments with claims and no runs here: every claim NOT RUN
         if exp.claims and exp.name not in reported:
             rows += [dict(section=c.section, claim=c.claim, paper=c.paper, criterion="–", verdict=NOT_RUN,
                           ours=f"no runs under results/ (`scripts/reproduce.py --experiment {exp.name}`)",
