@@ -6,15 +6,15 @@
 Needs neither the data nor a GPU: a report is a function of the tables in the run directories.
 A table that cannot be read, or no longer matches its run's manifest, stops it with one line
 naming the file (``make figures`` first verifies every run: scripts/verify_runs.py).
-An experiment directory is reported by every experiment of configs/reproduce/ whose first arm
-has runs in it.
+An experiment directory is reported by every experiment of configs/experiment/ whose file names
+it (``name:``) and whose arms have runs in it.
 """
 import argparse
 import sys
 from pathlib import Path
 
-from normmatters.experiments import definition
-from normmatters.experiments.compose import experiment_dirs
+from normmatters.experiments.definition import discover
+from normmatters.experiments.homes import experiment_homes
 from normmatters.experiments.paper_report import write_paper_report
 from normmatters.experiments.report import REPORTS
 
@@ -35,16 +35,12 @@ def report() -> int:
         print(f"error: results directory {str(args.results)!r} does not exist", file=sys.stderr)
         return 2
     found = 0
-    experiments = [definition.load_experiment(n) for n in definition.experiment_names()]
-    homes = {exp.name: experiment_dirs(exp) for exp in experiments}
-    for exp_dir in sorted(p for p in args.results.iterdir() if p.is_dir()):
-        for exp in experiments:
-            arms = definition.discover(exp, exp_dir)
-            if exp_dir.name not in homes[exp.name] or not arms or not exp.report:
-                continue
-            for path in REPORTS[exp.report](exp, arms, exp_dir):
-                print(f"wrote {path}")
-            found += 1
+    for exp, exp_dir in experiment_homes(args.results):
+        if not exp.report:
+            continue
+        for path in REPORTS[exp.report](exp, discover(exp, exp_dir), exp_dir):
+            print(f"wrote {path}")
+        found += 1
     if not found:
         print(f"error: no experiment runs (e.g. a wd_on_s<seed> run) under {args.results}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Run an experiment of configs/reproduce/ and write its report.
+"""Run an experiment of configs/experiment/ and write its report.
 
     python scripts/reproduce.py --list
     python scripts/reproduce.py --experiment wd_vgg11[,norms_cifar] --profile cpu --seeds 0-3 [--arms a,b] [--dry-run]

@@ -209,3 +209,22 @@ def test_error_curves_give_each_of_nine_arms_its_own_colour(tmp_path):
     fig = plot_error_curves(arms_)
     colours = [to_hex(line.get_color()) for line in fig.axes[0].get_lines() if line.get_gid() != "lr_drop"]
     assert len(colours) == 9 and len(set(colours)) == 9
+
+
+def test_section2_claims_are_data_judged_by_the_weight_decay_rule():
+    from normmatters.experiments.claims import FAILS, HOLDS, INCONCLUSIVE, NOT_RUN, decide
+    from normmatters.experiments.definition import load_experiment
+
+    claims = {c.arm: c for c in load_experiment("wd_vgg11").claims}
+    assert {a: (c.rule, c.expect, c.margin) for a, c in claims.items()} == {
+        "wd_off": ("wd", "below", 0.6), "wd_lr_correction": ("wd", "matches", 0.6),
+        "wd_norm_schedule": ("wd", "matches", 0.6)}
+    match, below = claims["wd_lr_correction"], claims["wd_off"]
+    assert decide(match, -0.5, 0.5, 0, 4, track=0.5) == HOLDS      # CI within ±0.6, tracks within 1.0
+    assert decide(match, -0.5, 0.5, 0, 4, track=1.5) == INCONCLUSIVE  # tracks too far, CI contains 0
+    assert decide(match, -1.5, -0.2, 0, 4, track=0.5) == FAILS     # below WD on, not a match
+    assert decide(below, -1.5, -0.2, 0, 4, track=0.5) == HOLDS
+    assert decide(below, -0.5, 0.5, 0, 4, track=0.5) == FAILS      # matches, so not below
+    assert decide(below, -1.5, -0.2, 0, 1, track=0.5) == NOT_RUN   # one paired seed: no CI
+    with pytest.raises(ValueError, match="needs the tracking gap"):
+        decide(below, -1.5, -0.2, 0, 4)

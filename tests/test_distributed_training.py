@@ -91,8 +91,8 @@ def test_weight_norm_controls_are_the_same_under_ddp(base, control):
     """Same reference norms and per-channel factors on every rank: the 2-process run with
     synchronized statistics is the one-process run."""
     common = [*base, "name=controls", "norm=l2", "train.sync_norm=true"]
-    train([*common, "experiment=wd_on", "model=resnet20", "profile=smoke"])  # the reference (WD on)
-    args = [*common, f"experiment={control}", "model=resnet20", "profile=smoke"]
+    train([*common, "arm=wd_on", "model=resnet20", "profile=smoke"])  # the reference (WD on)
+    args = [*common, f"arm={control}", "model=resnet20", "profile=smoke"]
     d2, d1 = run_dir(train(args, nproc=2)), run_dir(train(args))
     assert_same(weights(d2), weights(d1), f"{control}, 2 processes vs 1")
 

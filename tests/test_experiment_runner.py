@@ -1,15 +1,17 @@
-"""The experiment runner: experiments as data (configs/reproduce/*.yaml), plans, failures, --list, --dry-run."""
+"""The experiment runner: experiments as data (configs/experiment/*.yaml), plans, failures, --list, --dry-run."""
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_dir_of
 from normmatters import runs
+from normmatters.experiments.compose import compose_train
 from normmatters.experiments.definition import load_experiment
 
 ENV = {**os.environ, "WANDB_MODE": "offline"}
@@ -42,6 +44,17 @@ def test_dry_run_prints_the_plan_and_its_cost_and_runs_nothing(tmp_path):
     assert "4 runs, 4 to do: about 52 minutes at 13.0 min/run (profile cpu)" in proc.stdout
     assert proc.stdout.splitlines()[0] == "1 experiment: 4 runs, 4 to do: about 52 minutes (profile cpu)"
     assert not any(tmp_path.iterdir())
+    by_hand = next(ln for ln in proc.stdout.splitlines() if ln.startswith("run 1 by hand: "))
+    args = shlex.split(by_hand.removeprefix("run 1 by hand: "))
+    assert args[:3] == ["python", "scripts/train.py", "arm=wd_on"] and "name=wd_vgg11_cpu" in args
+    assert str(run_dir_of(compose_train(args[2:]))) == rows[0][-1]  # the printed command lands in the planned run
+
+
+def test_an_arm_chosen_the_old_way_is_one_line_naming_the_new_one():
+    proc = subprocess.run([sys.executable, "scripts/train.py", "experiment=wd_on", "profile=cpu"], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("error: experiment=wd_on is not valid: an arm is chosen with arm=wd_on")
 
 
 def test_the_first_line_is_the_grand_total_of_every_experiment(tmp_path):
@@ -87,6 +100,16 @@ def test_bad_experiment_definitions_are_one_line(tmp_path):
     key = write_experiment(tmp_path / "key.yaml", "arms:\n  a: {overrides: [seed=1], color: red}\n")
     with pytest.raises(ValueError, match="unknown key 'color'"):
         load_experiment(key)
+    for name in ("", "a/b", "x_{scale}", None):
+        bad = write_experiment(tmp_path / "name.yaml", f"name: {name!r}\narms:\n  a: {{overrides: [seed=1]}}\n"
+                               if name is not None else "arms:\n  a: {overrides: [seed=1]}\n")
+        with pytest.raises(ValueError, match=r"name=.* is not valid; it must be a directory name, \{profile\}"):
+            load_experiment(bad)
+    twice = write_experiment(tmp_path / "twice.yaml", "name: x_{profile}\narms:\n  a: {overrides: [seed=1, name=y]}\n")
+    with pytest.raises(ValueError, match="arm 'a' sets name=; the directory of the runs is the file's `name:` key"):
+        load_experiment(twice)
+    assert load_experiment(write_experiment(tmp_path / "ok.yaml", "name: x_{profile}\narms:\n  a: {overrides: [seed=1]}\n"
+                                            )).dir_names() == {"x_paper", "x_cpu", "x_smoke"}
     proc = reproduce("--experiment", "nosuch", "--dry-run")
     assert proc.returncode == 2 and proc.stderr.startswith("error: --experiment 'nosuch' is not valid; valid: ")
     proc = reproduce("--seeds", "0-x", "--dry-run")
@@ -96,17 +119,18 @@ def test_bad_experiment_definitions_are_one_line(tmp_path):
 def test_a_failing_arm_does_not_stop_the_others_and_its_dependents_are_skipped(tiny_cifar, tmp_path):
     exp = write_experiment(tmp_path / "mini.yaml", """description: a test experiment
 report: wd
+name: wd_vgg11_{profile}
 minutes_per_run: {smoke: 0.1}
 arms:
-  wd_on: {label: WD on, overrides: [experiment=wd_on]}
+  wd_on: {label: WD on, overrides: [arm=wd_on]}
   broken:
     label: broken
-    overrides: [experiment=wd_off, "run_tag=broken_s${seed}", optim.lr=-1]
+    overrides: [arm=wd_off, "run_tag=broken_s${seed}", optim.lr=-1]
   after_broken:
     label: after broken
-    overrides: [experiment=wd_off, "run_tag=after_s${seed}"]
+    overrides: [arm=wd_off, "run_tag=after_s${seed}"]
     needs: [broken]
-  wd_off: {label: WD off, overrides: [experiment=wd_off]}
+  wd_off: {label: WD off, overrides: [arm=wd_off]}
 """)
     proc = reproduce("--experiment", str(exp), "--profile", "smoke", "--seeds", "0", "--out-root", str(tmp_path / "out"),
                      f"data.path={tiny_cifar}", f"data.cache_dir={tmp_path}/cache", "data.batch_size=16", "data.train_subset=null",
@@ -125,9 +149,9 @@ def test_a_failing_report_is_collected_and_the_next_experiment_runs(tiny_cifar, 
     """The first experiment's folder holds a second run of its arm and seed (another config), so its
     report cannot tell them apart and fails; the second experiment still runs, the job exits 1."""
     first = write_experiment(tmp_path / "first.yaml", "report: wd\nminutes_per_run: {smoke: 0.1}\n"
-                             "overrides: [name=first]\narms:\n  wd_on: {label: WD on, overrides: [experiment=wd_on]}\n")
-    second = write_experiment(tmp_path / "second.yaml", "minutes_per_run: {smoke: 0.2}\noverrides: [name=second]\n"
-                              "arms:\n  wd_off: {label: WD off, overrides: [experiment=wd_off]}\n")
+                             "name: first\narms:\n  wd_on: {label: WD on, overrides: [arm=wd_on]}\n")
+    second = write_experiment(tmp_path / "second.yaml", "minutes_per_run: {smoke: 0.2}\nname: second\n"
+                              "arms:\n  wd_off: {label: WD off, overrides: [arm=wd_off]}\n")
     (tmp_path / "out" / "first" / "wd_on_s0-00000000").mkdir(parents=True)
     proc = reproduce("--experiment", f"{first},{second}", "--profile", "smoke", "--seeds", "0", "--out-root",
                      str(tmp_path / "out"), f"data.path={tiny_cifar}", f"data.cache_dir={tmp_path}/cache",

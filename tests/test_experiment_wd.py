@@ -81,7 +81,7 @@ def test_plot_script_without_results_fails_clearly(tmp_path):
 def test_missing_reference_fails_before_training(tiny_cifar, tmp_path, compose):
     from normmatters.train import train
 
-    cfg = compose(["experiment=wd_lr_correction", "profile=smoke", f"out_root={tmp_path}",
+    cfg = compose(["arm=wd_lr_correction", "name=wd_vgg11_smoke", "profile=smoke", f"out_root={tmp_path}",
                    f"data.path={tiny_cifar}", "wandb.mode=disabled"])
     with pytest.raises(ValueError, match="wd_on_s0"):
         train(cfg)
@@ -119,7 +119,7 @@ def test_discover_finds_the_arms_and_the_extra_arm(tmp_path):
     ("wd_norm_schedule_interp", "norm_schedule", None, "interpolate", "wd_on_s3"),
 ])
 def test_experiment_variants_name_their_options(compose, experiment, control, mode, timing, reference):
-    cfg = compose([f"experiment={experiment}", "profile=cpu", "seed=3"])
+    cfg = compose([f"arm={experiment}", "name=wd_vgg11_cpu", "profile=cpu", "seed=3"])
     assert (cfg.optim.control, cfg.optim.lr_correction_mode, cfg.optim.reference_timing) == (control, mode, timing)
     assert cfg.optim.reference.endswith(f"wd_vgg11_cpu/{reference}") and cfg.optim.wd_scope == "last_only"
     assert cfg.run_tag == f"{experiment}_s3"
@@ -131,7 +131,7 @@ def test_wd_on_and_off_configs_leave_the_new_keys_null(compose):
     """Runs made before reference_timing / lr_correction_mode / log_channels_every existed have no such
     keys in config.yaml; null here keeps their configs identical to today's (no spurious conflict)."""
     for experiment in ("wd_on", "wd_off"):
-        cfg = compose([f"experiment={experiment}", "profile=cpu"])
+        cfg = compose([f"arm={experiment}", "profile=cpu"])
         assert cfg.optim.reference_timing is None and cfg.optim.lr_correction_mode is None
         assert cfg.train.log_channels_every is None
-    assert compose(["experiment=wd_on_steplog"]).train.log_channels_every == 10
+    assert compose(["arm=wd_on_steplog"]).train.log_channels_every == 10

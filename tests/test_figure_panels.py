@@ -220,7 +220,7 @@ def test_figures_regenerate_byte_identically(tmp_path):
 ])
 def test_bad_figures_and_captions_are_one_line_errors(tmp_path, figures, captions, message):
     path = tmp_path / "bad.yaml"
-    path.write_text(f"report: claims\narms:\n  a: {{overrides: [experiment=norms_l2]}}\nfigures: {figures}\ncaptions: {captions}\n")
+    path.write_text(f"report: claims\narms:\n  a: {{overrides: [arm=norms_l2]}}\nfigures: {figures}\ncaptions: {captions}\n")
     with pytest.raises(ValueError) as err:
         load_experiment(path)
     assert message in str(err.value) and "\n" not in str(err.value)

@@ -17,8 +17,9 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 
 from normmatters import runs  # noqa: E402
-from normmatters.plots import (ARM_COLORS, claims_markdown, load_run, paired_final_gaps,  # noqa: E402
-                               paired_markdown, plot_norm_dynamics, plot_wd_arms, wd_claims)
+from normmatters.experiments.wd_claims import claims_markdown, paired_final_gaps, paired_markdown, wd_claims  # noqa: E402
+from normmatters.experiments.wd_runs import load_run  # noqa: E402
+from normmatters.plots import ARM_COLORS, plot_norm_dynamics, plot_wd_arms  # noqa: E402
 
 T975 = {1: 12.706205, 3: 3.182446, 7: 2.364624}  # t_{0.975, df}, from tables
 MILESTONE = 2
@@ -352,7 +353,7 @@ def test_report_writes_four_files(arms, tmp_path):
 # ---------------------------------------------------------------- runaway channels
 
 def test_runaway_table_flags_runaway_and_frozen_channels(tmp_path):
-    from normmatters.plots.runaway import runaway_markdown, runaway_table
+    from normmatters.experiments.runaway import runaway_markdown, runaway_table
 
     epochs = [0, 1, 2, 3, 4]
     acc = [50, 60, 70, 80]

@@ -21,13 +21,14 @@ RECORDED = HERE / "recorded"
 TABLES = ("steps", "epochs", "layers", "channels")
 TIMING = ("seconds", "images_per_s")
 # case -> overrides of scripts/train.py; cases after their reference in this order (the controls read wd_on's norms)
+NORMS, WD = "name=norms_resnet20_smoke", "name=wd_vgg11_smoke"  # the experiment directories (configs/experiment/)
 CASES = {
     **{f"norm_{k}": ["model=resnet20", f"norm={k}"] for k in ("l2", "l1", "linf", "topk", "mean", "none")},
-    **{f"weight_norm_{k}": ["experiment=norms_" + k] for k in ("wn", "bwn")},
-    "precision_l1_fp16": ["experiment=norms_l1_fp16"],
-    "wd_on": ["experiment=wd_on"],
-    "control_lr_correction": ["experiment=wd_lr_correction"],
-    "control_norm_schedule": ["experiment=wd_norm_schedule"],
+    **{f"weight_norm_{k}": ["arm=norms_" + k, NORMS] for k in ("wn", "bwn")},
+    "precision_l1_fp16": ["arm=norms_l1_fp16", NORMS],
+    "wd_on": ["arm=wd_on", WD],
+    "control_lr_correction": ["arm=wd_lr_correction", WD],
+    "control_norm_schedule": ["arm=wd_norm_schedule", WD],
 }
 COMMON = ["profile=smoke", "seed=0", "data.batch_size=32", "data.train_subset=null", "train.progress=false"]
 

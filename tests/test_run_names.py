@@ -24,7 +24,7 @@ def plain(compose, *overrides):
 
 
 def test_name_is_the_tag_plus_a_hash(compose, tmp_path):
-    cfg = compose(["experiment=wd_on", "profile=cpu", f"out_root={tmp_path}", "seed=3"])
+    cfg = compose(["arm=wd_on", "name=wd_vgg11_cpu", "profile=cpu", f"out_root={tmp_path}", "seed=3"])
     path = run_dir_of(cfg)
     assert path.parent == tmp_path / "wd_vgg11_cpu"
     match = HASHED.fullmatch(path.name)
@@ -35,14 +35,14 @@ def test_name_is_the_tag_plus_a_hash(compose, tmp_path):
                                       "data.batch_size=64", "+norm.options.eps=1e-3", "train.epochs=7",
                                       "precision=norm_fp16", "optim.milestones=[1,2]"])
 def test_every_setting_that_changes_the_result_changes_the_name(compose, override):
-    base = ["experiment=wd_on", "profile=cpu"]
+    base = ["arm=wd_on", "profile=cpu"]
     assert run_dir_of(compose(base)) != run_dir_of(compose([*base, override]))
 
 
 @pytest.mark.parametrize("override", ["out_root=elsewhere", "data.path=/some/copy", "data.cache_dir=/other/cache",
                                       "device=cpu", "wandb.mode=disabled", "train.progress=false"])
 def test_location_and_reporting_keys_do_not_change_the_hash(compose, override):
-    base = ["experiment=wd_lr_correction", "profile=cpu"]
+    base = ["arm=wd_lr_correction", "profile=cpu"]
     assert run_dir_of(compose(base)).name == run_dir_of(compose([*base, override])).name
 
 

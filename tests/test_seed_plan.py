@@ -67,9 +67,9 @@ def planned_experiment(tmp_path):
     exp_file = tmp_path / "plan_me.yaml"
     exp_file.write_text(
         "description: plan test\nreport: claims\nseed_cap: {cpu: 9}\n"
-        "overrides: [name=plan_me]\n"
-        "arms:\n  base: {overrides: [experiment=norms_l2]}\n  same: {overrides: [experiment=norms_l1]}\n"
-        "  bad: {overrides: [experiment=norms_linf]}\n"
+        "name: plan_me\n"
+        "arms:\n  base: {overrides: [arm=norms_l2]}\n  same: {overrides: [arm=norms_l1]}\n"
+        "  bad: {overrides: [arm=norms_linf]}\n"
         "claims:\n"
         "  - {id: same_as_base, section: '§3', claim: same, arm: same, against: base, metric: final_error, expect: equal}\n"
         "  - {id: bad_worse, section: '§3', claim: bad, arm: bad, against: base, metric: final_error, expect: worse}\n")
@@ -133,9 +133,9 @@ def test_planned_without_a_plan_is_one_line(planned_experiment):
 
 def test_a_bad_seed_plan_in_an_experiment_file_is_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("arms:\n  a: {overrides: [experiment=norms_l2]}\nseed_plan:\n  cpu: {zz: 4}\n")
+    bad.write_text("arms:\n  a: {overrides: [arm=norms_l2]}\nseed_plan:\n  cpu: {zz: 4}\n")
     with pytest.raises(ValueError, match="seed_plan.cpu names 'zz', not an arm"):
         definition.load_experiment(bad)
-    bad.write_text("arms:\n  a: {overrides: [experiment=norms_l2]}\nseed_cap: {cpu: 0}\n")
+    bad.write_text("arms:\n  a: {overrides: [arm=norms_l2]}\nseed_cap: {cpu: 0}\n")
     with pytest.raises(ValueError, match=r"seed_cap.cpu=0 is not valid"):
         definition.load_experiment(bad)

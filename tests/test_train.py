@@ -18,7 +18,7 @@ from normmatters import runs
 from normmatters.cli import run_or_exit
 from normmatters.train import train
 
-GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "reproduce")  # reproduce: experiment files, not a group
+GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "experiment")  # experiment files, not a group
 
 
 def tiny(data: Path, out: Path, *extra: str) -> list[str]:

@@ -16,6 +16,11 @@ equal: HOLDS if the CI lies within ±margin, DOES NOT HOLD if it lies entirely o
 worse: HOLDS if the CI lies above 0, DOES NOT HOLD if it lies below +MIN_EFFECT;
 better: HOLDS if the CI lies below 0, DOES NOT HOLD if it lies above −MIN_EFFECT;
 fails: HOLDS if most seeds fail, DOES NOT HOLD if none does; otherwise INCONCLUSIVE.
+
+§2's claims (configs/experiment/wd_vgg11.yaml) are judged by the weight-decay rule (``rule`` wd,
+:mod:`.wd_claims`: the paired final gap to WD on and the tracking gap after the first LR drop):
+matches: HOLDS if the arm matches WD on; below: HOLDS if it ends below WD on; DOES NOT HOLD if its
+verdict is another one, INCONCLUSIVE if that is inconclusive, NOT RUN with fewer than 2 paired seeds.
 """
 from __future__ import annotations
 
@@ -31,8 +36,11 @@ from omegaconf import OmegaConf
 from normmatters import runs
 from normmatters.paired import gap_stats
 
+from . import wd_claims as wd
+
 METRICS = ("final_error", "early_error", "failure")
-EXPECTS = ("equal", "worse", "better", "fails")
+WD_EXPECTS = {"matches": wd.MATCH, "below": wd.BELOW}  # §2's: judged by the weight-decay rule
+EXPECTS = ("equal", "worse", "better", "fails", *WD_EXPECTS)
 KEYS = ("id", "section", "claim", "arm", "against", "metric", "expect", "margin", "paper")
 MARGIN = 1.0       # points: "as accurate as"
 MIN_EFFECT = 0.5   # points: smaller than this is no effect for worse/better
@@ -52,6 +60,11 @@ class Claim:
     expect: str
     margin: float = MARGIN
     paper: str = ""
+
+    @property
+    def rule(self) -> str:
+        """How the claim is judged: by its ``expect``, or ``wd`` for §2's (the weight-decay rule)."""
+        return "wd" if self.expect in WD_EXPECTS else self.expect
 
 
 def parse_claims(exp_name: str, raw, arms: Iterable[str]) -> list[Claim]:
@@ -142,7 +155,14 @@ def run_metrics(run_dir: Path) -> dict:
 
 # ----------------------------------------------------------------------------- verdicts
 
-def decide(claim: Claim, low: float, high: float, failures: int, n: int) -> str:
+def decide(claim: Claim, low: float, high: float, failures: int, n: int, track: float | None = None) -> str:
+    """The verdict on a CI [low, high] of n paired gaps (``failures`` of them failed); ``track``: the
+    tracking gap, which only the weight-decay rule reads."""
+    if claim.rule == "wd":
+        if track is None:
+            raise ValueError(f"claim {claim.id}: the weight-decay rule needs the tracking gap")
+        verdict, _ = wd.decide(low, high, track, n, margin=claim.margin)
+        return wd_outcome(claim, verdict, n)
     if n < MIN_SEEDS:
         return NOT_RUN
     if claim.expect == "fails":
@@ -154,6 +174,15 @@ def decide(claim: Claim, low: float, high: float, failures: int, n: int) -> str:
     if claim.expect == "worse":
         return HOLDS if low > 0 else FAILS if high < MIN_EFFECT else INCONCLUSIVE
     return HOLDS if high < 0 else FAILS if low > -MIN_EFFECT else INCONCLUSIVE  # better
+
+
+def wd_outcome(claim: Claim, verdict: str, n_paired: int) -> str:
+    """A §2 claim's verdict from its arm's verdict in the weight-decay table (:func:`.wd_claims.wd_claims`)."""
+    if n_paired < 2:
+        return NOT_RUN
+    if verdict.startswith(WD_EXPECTS[claim.expect]):
+        return HOLDS
+    return INCONCLUSIVE if verdict.startswith(wd.INCONCLUSIVE) else FAILS
 
 
 def evaluate(claim: Claim, arm_dirs: Mapping[str, Iterable[Path]]) -> dict:

@@ -1,7 +1,9 @@
-"""An experiment as data: a file in ``configs/reproduce/`` naming its arms, which arm feeds which, and
-its report. Loaded and checked here, once; the runner (:mod:`.runner`) only executes it.
+"""An experiment as data: a file in ``configs/experiment/`` naming its arms (each a training config of
+``configs/arm/``), which arm feeds which, and its report. Loaded and checked here, once; the runner
+(:mod:`.runner`) only executes it.
 
     description: one line for --list
+    name: wd_vgg11_{profile}       # the directory its runs go in, under the out-root ({profile}: the profile)
     report: wd                     # a key of normmatters.experiments.report.REPORTS
     minutes_per_run: {cpu: 13}     # per profile, until finished runs give a measured figure
     overrides: [model=resnet18]    # optional: extra overrides of every arm (after the arm's own)
@@ -20,13 +22,14 @@ its report. Loaded and checked here, once; the runner (:mod:`.runner`) only exec
     seed_cap: {cpu: 10}            # optional: most seeds the seed plan may give an arm, per profile
     seed_plan: {cpu: {l2: 10}}     # written by --plan-seeds (normmatters.experiments.seed_plan)
     arms:                          # run by default
-      wd_on: {label: WD on, overrides: [experiment=wd_on]}
+      wd_on: {label: WD on, overrides: [arm=wd_on]}
       wd_lr_correction: {label: ..., overrides: [...], needs: [wd_on]}   # same seed, runs after wd_on
     variants:                      # run when named (--arms); reported when their runs exist
       ...: {label: ..., overrides: [...], needs: [...], report: false}
 
 Each arm's runs are tagged ``<arm>_s<seed>`` (its config's ``run_tag``; the directory adds the
-config hash, :mod:`normmatters.runs`), which is how the report finds the runs of every seed.
+config hash, :mod:`normmatters.runs`) and go in ``<out_root>/<name>/``, which is how the report finds
+the runs of every seed.
 """
 from __future__ import annotations
 
@@ -40,8 +43,9 @@ from omegaconf import OmegaConf
 
 from .claims import Claim, parse_claims
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "reproduce"
-KEYS = ("description", "report", "minutes_per_run", "overrides", "profile_overrides", "figures", "captions", "arms",
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiment"
+PROFILES = ("paper", "cpu", "smoke")
+KEYS = ("name", "description", "report", "minutes_per_run", "overrides", "profile_overrides", "figures", "captions", "arms",
         "variants", "claims", "seed_cap", "seed_plan", "report_note")
 ARM_KEYS = ("label", "overrides", "needs", "report")
 FIGURE_KEYS = ("title", "arms", "panels", "gaps", "plot")
@@ -91,6 +95,15 @@ class Experiment:
     seed_cap: dict[str, int] = field(default_factory=dict)
     seed_plan: dict[str, dict[str, int]] = field(default_factory=dict)  # {profile: {arm: seeds}}
     report_note: str = ""
+    dir_pattern: str = ""  # the file's `name`: its runs' directory, {profile} filled in
+
+    def dir_name(self, profile: str) -> str:
+        """The directory (under an out-root) of this experiment's runs at ``profile``."""
+        return self.dir_pattern.format(profile=profile)
+
+    def dir_names(self) -> set[str]:
+        """Its directories at every profile: where a report looks for its runs."""
+        return {self.dir_name(p) for p in PROFILES}
 
     @property
     def default_arms(self) -> list[str]:
@@ -128,12 +141,13 @@ def _arm(exp: str, name: str, spec, variant: bool) -> Arm:
     overrides = spec.get("overrides") or []
     if not isinstance(overrides, list) or not overrides or not all(isinstance(o, str) for o in overrides):
         raise ValueError(f"experiment {exp}: arm {name!r} needs `overrides`, a non-empty list of key=value strings")
+    _no_name(exp, f"arm {name!r}", overrides)
     return Arm(name, str(spec.get("label", name)), tuple(overrides), tuple(spec.get("needs") or ()),
                bool(spec.get("report", True)), variant)
 
 
 def load_experiment(name_or_path: str | Path) -> Experiment:
-    """The experiment ``configs/reproduce/<name>.yaml`` (or a path to such a file), checked."""
+    """The experiment ``configs/experiment/<name>.yaml`` (or a path to such a file), checked."""
     path = Path(name_or_path)
     if path.suffix != ".yaml":
         path = EXPERIMENTS_DIR / f"{name_or_path}.yaml"
@@ -168,7 +182,26 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     exp.claims = parse_claims(exp.name, raw.get("claims"), exp.arms)
     exp.seed_cap, exp.seed_plan = _seed_cap(exp.name, raw.get("seed_cap")), _seed_plan(exp, raw.get("seed_plan"))
     exp.report_note = str(raw.get("report_note") or "")
+    exp.dir_pattern = _dir_pattern(exp.name, raw.get("name"))
     return exp
+
+
+def _dir_pattern(exp: str, raw) -> str:
+    """``name``: a directory name, with at most the field {profile}."""
+    try:
+        valid = isinstance(raw, str) and "/" not in raw and bool(raw.format(profile="p"))
+    except (KeyError, IndexError, ValueError):  # another {field}, or a lone brace
+        valid = False
+    if not valid:
+        raise ValueError(f"experiment {exp}: name={raw!r} is not valid; it must be a directory name, "
+                         "{profile} standing for the profile (e.g. wd_vgg11_{profile})")
+    return raw
+
+
+def _no_name(exp: str, key: str, overrides) -> None:
+    """The file's ``name`` alone sets the directory (the runner passes it after every override list)."""
+    if any(str(o).split("=", 1)[0].lstrip("+~") == "name" for o in overrides):
+        raise ValueError(f"experiment {exp}: {key} sets name=; the directory of the runs is the file's `name:` key")
 
 
 def _seed_cap(exp: str, raw) -> dict[str, int]:
@@ -247,6 +280,7 @@ def _override_list(exp: str, key: str, raw) -> tuple[str, ...]:
     raw = OmegaConf.to_container(raw) if OmegaConf.is_config(raw) else (raw or [])
     if not isinstance(raw, list) or not all(isinstance(o, str) for o in raw):
         raise ValueError(f"experiment {exp}: {key} must be a list of key=value strings")
+    _no_name(exp, key, raw)
     return tuple(raw)
 
 

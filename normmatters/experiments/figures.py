@@ -14,8 +14,7 @@ from typing import Iterator, Mapping
 
 from matplotlib.figure import Figure
 
-from normmatters.experiments.compose import experiment_dirs
-from normmatters.experiments.definition import experiment_names, load_experiment
+from normmatters.experiments.homes import experiment_homes
 from normmatters.plots.error_curves import COLORS, plot_error_panels
 from normmatters.plots.hazards import hazard_fractions, plot_hazards
 
@@ -57,14 +56,9 @@ def draw_figures(exp, by_name: Mapping[str, list[Path]]) -> Iterator[tuple[str, 
 def figure_captions(results_dir: str | Path) -> dict[str, str]:
     """{PNG path relative to ``results_dir`` (e.g. 'norms_resnet20_cpu/lp_bn.png'): its caption} for
     every figure under ``results_dir`` that its experiment's file captions."""
-    results_dir = Path(results_dir)
-    experiments = [load_experiment(name) for name in experiment_names()]
     out = {}
-    for exp_dir in sorted(p for p in results_dir.iterdir() if p.is_dir()):
-        for exp in experiments:
-            if exp_dir.name not in experiment_dirs(exp):
-                continue
-            for name, caption in exp.captions.items():
-                if (exp_dir / f"{name}.png").exists():
-                    out[f"{exp_dir.name}/{name}.png"] = caption
+    for exp, exp_dir in experiment_homes(results_dir):
+        for name, caption in exp.captions.items():
+            if (exp_dir / f"{name}.png").exists():
+                out[f"{exp_dir.name}/{name}.png"] = caption
     return out

@@ -11,24 +11,14 @@ from omegaconf import OmegaConf
 
 from normmatters import runs
 
-from .claims import FAILS, HOLDS, INCONCLUSIVE, MIN_EFFECT, NOT_RUN
-from .compose import experiment_dirs
+from .claims import FAILS, HOLDS, INCONCLUSIVE, MIN_EFFECT, NOT_RUN, wd_outcome
 from .definition import discover, experiment_names, load_experiment
 from .figures import figure_captions
+from .homes import experiment_homes
 from ..paired import gap_text, number_text
 from .report import paper_cell
+from .wd_claims import TRACK_TOL
 
-# §2's arms as the weight-decay claims table names them, with the poster's verdict and number
-WD_CLAIMS = [
-    ("§2", "Without weight decay (except on the classifier) VGG11 ends less accurate", "WD off", "below WD on",
-     "≈ 89.3 vs 90.5 % accuracy"),
-    ("§2", "The per-channel LR correction replaces weight decay: accuracy matches WD on", "WD off + LR correction",
-     "matches WD on", "≈ 90.5 vs 90.5 %"),
-    ("§2", "A norm schedule instead of the LR schedule matches WD on", "Norm schedule", "matches WD on",
-     "≈ 90.3 vs 90.5 %"),
-]
-WD_RULE = "paired final gap to WD on, 95 % CI within ±0.6 and tracking gap ≤ 1.0 = matches; CI below 0 = below"
-WD_MARGIN = 0.6
 EQUILIBRIUM = ("With weight decay each scale-invariant layer settles at the rotational equilibrium: its angle per step "
                "is √(2ηλ/(1+μ)) before the first LR drop",
                "median angle per step over the last epoch at the initial LR within ×1.5 of √(2ηλ/(1+μ)), every layer "
@@ -50,32 +40,29 @@ def _scale(run_dir: Path) -> str:
             f"{config.train.epochs} epochs, profile {meta.get('profile')}")
 
 
+def _wd_rule(margin: float) -> str:
+    return (f"paired final gap to WD on, 95 % CI within ±{margin:g} and tracking gap ≤ {TRACK_TOL:.1f} = matches; "
+            "CI below 0 = below")
+
+
 def _wd_rows(exp_dir: Path, exp) -> list[dict]:
+    """§2's claims (the experiment file's, rule wd) from the weight-decay table: one row per arm."""
     table = pd.read_csv(exp_dir / "claims.csv", index_col=0)
     some_run = next(d for dirs in discover(exp, exp_dir).values() for d in dirs)
     plan = _plan(exp, some_run)
     rows = []
-    for section, claim, arm, expected, paper in WD_CLAIMS:
-        base = dict(section=section, claim=claim, paper=paper, criterion=WD_RULE, expect="wd", margin=WD_MARGIN,
-                    source=f"{exp_dir.name}/claims.md")
+    for claim in exp.claims:
+        base = dict(section=claim.section, claim=claim.claim, paper=claim.paper, criterion=_wd_rule(claim.margin),
+                    expect="wd", margin=claim.margin, source=f"{exp_dir.name}/claims.md")
+        arm = exp.arms[claim.arm].label
         if arm not in table.index:
             rows.append(dict(base, ours="–", verdict=NOT_RUN))
             continue
         r = table.loc[arm]
         ours = (f"gap {gap_text(r.gap_mean, r.ci_low, r.ci_high)} points over {_seeds(r.n_paired)}; "
                 f"{r.final_mean:.2f} ± {r.final_std:.2f} % ({_scale(some_run)})")
-        verdict = str(r.verdict)
-        if int(r.n_paired) < 2:
-            outcome = NOT_RUN
-        elif verdict.startswith(expected):
-            outcome = HOLDS
-        elif verdict.startswith(("inconclusive",)):
-            outcome = INCONCLUSIVE
-        else:
-            outcome = FAILS
-        name = next((n for n, a in exp.arms.items() if a.label == arm), None)
-        rows.append(dict(base, ours=ours, verdict=outcome, n=int(r.n_paired),
-                         planned=min(plan.get(name, 0), plan.get("wd_on", 0)) or None,
+        rows.append(dict(base, ours=ours, verdict=wd_outcome(claim, str(r.verdict), int(r.n_paired)), n=int(r.n_paired),
+                         planned=min(plan.get(claim.arm, 0), plan.get(claim.against, 0)) or None,
                          # accuracy gaps, drawn as error gaps in the forest plot
                          mean=-r.gap_mean, low=-r.ci_high, high=-r.ci_low, shown=(r.ci_low, r.ci_high)))
     return rows
@@ -162,21 +149,18 @@ def _rows(results: Path) -> tuple[list[dict], list[str]]:
     rows += [dict(section=s, claim=c, paper=p, ours=o, criterion="none fixed (a benchmark)", verdict="NOT JUDGED",
                   scale="cifar") for s, c, p, o in MEASURED_ONLY]
     figures, reported = [], set()
-    experiments = [load_experiment(name) for name in experiment_names()]
-    homes = {exp.name: experiment_dirs(exp) for exp in experiments}
-    for exp_dir in sorted(p for p in results.iterdir() if p.is_dir() and (p / "claims.csv").exists()):
-        for exp in experiments:
-            if exp_dir.name not in homes[exp.name] or not discover(exp, exp_dir):
-                continue
-            scale = "paper" if _paper_scale(exp) else "cifar"
-            if exp.report == "wd":
-                found = _wd_rows(exp_dir, exp) + [_equilibrium_row(exp_dir, exp)]
-            else:
-                found = _claims_rows(exp_dir, exp)
-            rows += [dict(r, scale=scale, experiment=exp.name) for r in found]
-            reported.add(exp.name)
-            figures += sorted(f"{exp_dir.name}/{p.name}" for p in exp_dir.glob("*.png"))
-    for exp in experiments:  # experiments with claims and no runs here: every claim NOT RUN
+    for exp, exp_dir in experiment_homes(results):
+        if not (exp_dir / "claims.csv").exists():
+            continue
+        scale = "paper" if _paper_scale(exp) else "cifar"
+        if exp.report == "wd":
+            found = _wd_rows(exp_dir, exp) + [_equilibrium_row(exp_dir, exp)]
+        else:
+            found = _claims_rows(exp_dir, exp)
+        rows += [dict(r, scale=scale, experiment=exp.name) for r in found]
+        reported.add(exp.name)
+        figures += sorted(f"{exp_dir.name}/{p.name}" for p in exp_dir.glob("*.png"))
+    for exp in (load_experiment(name) for name in experiment_names()):  # experiments with claims and no runs here: every claim NOT RUN
         if exp.claims and exp.name not in reported:
             rows += [dict(section=c.section, claim=c.claim, paper=c.paper, criterion="–", verdict=NOT_RUN,
                           ours=f"no runs under results/ (`scripts/reproduce.py --experiment {exp.name}`)",

@@ -7,9 +7,9 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from normmatters.plots import (claims_markdown, paired_final_gaps, paired_markdown, plot_norm_dynamics, plot_wd_arms,
-                               wd_claims)
-from normmatters.plots.runaway import BASELINE, FACTOR, FROZEN_RTOL, runaway_markdown, runaway_table
+from normmatters.experiments.wd_claims import claims_markdown, paired_final_gaps, paired_markdown, wd_claims
+from normmatters.plots import plot_norm_dynamics, plot_wd_arms
+from normmatters.experiments.runaway import BASELINE, FACTOR, FROZEN_RTOL, runaway_markdown, runaway_table
 from normmatters import runs
 from normmatters.dynamics import equilibrium
 from normmatters.experiments import claims as claims_mod
@@ -45,7 +45,8 @@ def write_wd_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) -> l
             path = out_dir / f"dynamics.{fmt}"
             atomic_write_bytes(path, lambda p, f=fmt: fig.savefig(p, dpi=120, format=f, metadata=STABLE.get(f)))
             written.append(path)
-    claims = wd_claims(arms)
+    margins = {exp.arms[c.arm].label: c.margin for c in exp.claims} if exp else {}  # each claim's own
+    claims = wd_claims(arms, margins=margins)
     text = claims_markdown(claims) + (
         "\nFinal test accuracy minus that of the WD-on run with the same seed (points):\n\n"
         + paired_markdown(paired_final_gaps(arms)))

@@ -39,9 +39,9 @@ class Job:
 def plan(exp: Experiment, compose: Callable, profile: str, seeds: list[int], arms: list[str] | None = None,
          overrides: list[str] = (), counts: dict[str, int] | None = None) -> list[Job]:
     """The runs to do, in order: per seed, the arms (default ones unless named) after what they need.
-    Each arm's config: its overrides, the experiment's, the profile, the experiment's overrides for
-    that profile, the seed and the tag ``<arm>_s<seed>`` (how the report finds it), then the caller's
-    ``overrides``. With ``counts`` (a seed plan, {arm: seeds}) an arm runs only at seeds below its
+    Each arm's config: its overrides, the experiment's, its directory (the file's ``name``), the
+    profile, the experiment's overrides for that profile, the seed and the tag ``<arm>_s<seed>`` (how
+    the report finds it), then the caller's ``overrides``. With ``counts`` (a seed plan, {arm: seeds}) an arm runs only at seeds below its
     count, and arms it does not name not at all."""
     names = exp.order(list(arms) if arms else (list(counts) if counts else exp.default_arms))
     scale = exp.profile_overrides.get(profile, ())
@@ -50,7 +50,8 @@ def plan(exp: Experiment, compose: Callable, profile: str, seeds: list[int], arm
         for name in names:
             if counts is not None and seed >= counts.get(name, 0):
                 continue
-            args = (*exp.arms[name].overrides, *exp.overrides, f"profile={profile}", *scale, f"seed={seed}",
+            args = (*exp.arms[name].overrides, *exp.overrides, f"name={exp.dir_name(profile)}", f"profile={profile}",
+                    *scale, f"seed={seed}",
                     f"run_tag={name}_s{seed}", f"wandb.job_type={name}", *overrides)
             jobs.append(Job(exp.arms[name], seed, compose(list(args)), args))
     return jobs

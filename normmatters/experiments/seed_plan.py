@@ -8,8 +8,8 @@ fixes δ by the rule alone, so the observed gap can never steer how many seeds a
 * ``equal`` (margin M): δ = 0, the claim as stated; decided when the CI lies within ±M or outside it;
 * ``worse`` / ``better``: the smaller probability of δ = 0 (no effect) and δ = ±MIN_EFFECT (the
   smallest effect the rule counts); decided when the CI excludes 0 or excludes ±MIN_EFFECT;
-* ``wd`` (§2, judged by :mod:`normmatters.plots.claims`, margin 0.6): δ = 0; decided when the CI lies
-  within ±0.6 or excludes 0 (the tracking gap is assumed to pass);
+* ``wd`` (§2's claims, judged by :mod:`.wd_claims`, margin M): δ = 0; decided when the CI lies
+  within ±M or excludes 0 (the tracking gap is assumed to pass);
 * ``fails``: decided by counting failed seeds, not by a CI: no seeds beyond the minimum.
 
 Which claims get seeds (fixed before any of the new runs): a claim that its committed seeds already
@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 
 from normmatters.runs import atomic_write_bytes
 
-from .claims import FAILS, HOLDS, MIN_EFFECT, MIN_SEEDS, Claim, done_runs, evaluate
+from .claims import FAILS, HOLDS, MIN_EFFECT, MIN_SEEDS, Claim, decide, done_runs, evaluate
 from .definition import Experiment, by_arm_name, discover
 
 POWER = 0.9
@@ -96,18 +96,6 @@ def seeds_needed(expect: str, margin: float, sd: float) -> int | None:
     return lo
 
 
-def wd_claims(exp: Experiment) -> list[Claim]:
-    """§2's comparisons as claims: every reported default arm against WD on (plots/claims.py's rule)."""
-    from normmatters.plots.claims import MARGIN
-
-    return [Claim(f"{name}_vs_wd_on", "§2", arm.label, name, "wd_on", "final_error", "wd", MARGIN)
-            for name, arm in exp.arms.items() if not arm.variant and name != "wd_on"]
-
-
-def planned_claims(exp: Experiment) -> list[Claim]:
-    return wd_claims(exp) if exp.report == "wd" else list(exp.claims)
-
-
 @dataclass
 class ClaimPlan:
     claim: Claim
@@ -140,10 +128,10 @@ def plan_experiment(exp: Experiment, exp_dir: Path, profile: str) -> Plan:
     by_name = by_arm_name(exp, discover(exp, exp_dir)) if Path(exp_dir).is_dir() else {}
     have = {name: len(done_runs(dirs)) for name, dirs in by_name.items()}
     claims, arms = [], {}
-    for claim in planned_claims(exp):
-        row = evaluate(claim if claim.expect != "wd" else _as_equal(claim), by_name)
+    for claim in exp.claims:
+        row = evaluate(claim if claim.rule != "wd" else _as_equal(claim), by_name)
         sd = float(row["gap_sd"]) if row["n"] >= 2 else math.nan
-        needed = seeds_needed(claim.expect, claim.margin, sd)
+        needed = seeds_needed(claim.rule, claim.margin, sd)
         floor = MIN_SEEDS if claim.section.startswith("beyond") else MIN_PAPER_SEEDS
         planned = floor if decided(claim, row) else min(cap, max(floor, needed if needed is not None else cap))
         claims.append(ClaimPlan(claim, int(row["n"]), sd, decided(claim, row), needed, planned))
@@ -153,13 +141,9 @@ def plan_experiment(exp: Experiment, exp_dir: Path, profile: str) -> Plan:
 
 
 def decided(claim: Claim, row: dict) -> bool:
-    """Whether the committed seeds already decide the claim (its rule; §2's: within ±margin or excluding 0)."""
-    if claim.expect != "wd":
-        return row["verdict"] in (HOLDS, FAILS)
-    from normmatters.plots import claims as wd  # §2's own rule; the tracking gap is assumed to pass
-
-    verdict, _ = wd.decide(row["ci_low"], row["ci_high"], 0.0, row["n"], margin=claim.margin)
-    return verdict not in (wd.INCONCLUSIVE, wd.TOO_FEW)
+    """Whether the committed seeds already decide the claim by its rule (§2's: within ±margin or
+    excluding 0, the tracking gap assumed to pass)."""
+    return decide(claim, row["ci_low"], row["ci_high"], row["n_failed"], row["n"], track=0.0) in (HOLDS, FAILS)
 
 
 def _as_equal(claim: Claim) -> Claim:  # evaluate() computes the gaps' sd the same way for any rule
@@ -179,8 +163,8 @@ def plan_text(plan: Plan) -> str:
              f"P(decided) >= {POWER:g}):",
              f"  {'claim':<34} {'rule':<10} {'seeds':>5} {'gap sd':>7} {'needs':>6} {'planned':>7}"]
     for p in plan.claims:
-        rule = p.claim.expect + (f" ±{p.claim.margin:g}" if p.claim.expect in ("equal", "wd") else "")
-        needs = "-" if p.claim.expect == "fails" else (str(p.needed) if p.needed else f">{MAX_SEEDS}")
+        rule = p.claim.rule + (f" ±{p.claim.margin:g}" if p.claim.rule in ("equal", "wd") else "")
+        needs = "-" if p.claim.rule == "fails" else (str(p.needed) if p.needed else f">{MAX_SEEDS}")
         why = "decided" if p.decided else "(cap)" if p.needed is None or p.needed > plan.cap else ""
         lines.append(f"  {p.claim.id:<34} {rule:<10} {p.n:>5} {p.sd:>7.2f} {needs:>6} {p.planned:>7}  {why}")
     lines.append(f"  {'arm':<34} {'have':>5} {'planned':>7} {'new':>4} {'min/run':>8}")

@@ -1,4 +1,5 @@
-"""The poster's weight-decay figure (PAPER.md §2), and the run data it and the claims read.
+"""The poster's weight-decay figure (PAPER.md §2), drawn from the run data of
+:mod:`normmatters.experiments.wd_runs`.
 
 Top panel: test accuracy vs epoch of the poster's four arms (mean over finished seeds, band
 min–max), the y-axis covering the whole run. Bottom panel: each arm's paired gap to WD on (its
@@ -6,159 +7,27 @@ accuracy minus that of the WD-on run of the same seed), mean over seeds with a 9
 the claims' ±margin shaded. Variants beyond the paper are drawn in the gap panel only: with
 about eight arms the top panel would be unreadable, and the gap is what they are run for
 (their final accuracies are in claims.md). Diverged runs are dashed and left out of every mean.
-
-Reads only the run tables (through :mod:`normmatters.runs`): a figure is a function of logged
-results, so it can be regenerated from ``results/`` without a GPU, the data or the models.
-``arms`` maps an arm label to its run directories (one per seed); the poster's labels get the
-poster's colours, and the config names (``wd_on``, ``wd_off``, ``wd_lr_correction``,
-``wd_norm_schedule``) are accepted as aliases.
+The poster's labels get the poster's colours.
 """
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
-import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from normmatters import runs
-from normmatters.paired import t_interval
+from normmatters.experiments.wd_claims import MARGIN
+from normmatters.experiments.wd_runs import (ARMS, LR_CORRECTION, NORM_SCHEDULE, PAPER_FINAL, WD_OFF, WD_ON, ArmCurves,
+                                             load_arms, lr_milestones, paired_gap_curve, seed_key, seed_text)
 
 from .run_scale import scale_parts, wrap_parts
 
-WD_ON, WD_OFF, LR_CORRECTION, NORM_SCHEDULE = "WD on", "WD off", "WD off + LR correction", "Norm schedule"
-ARMS = (WD_ON, WD_OFF, LR_CORRECTION, NORM_SCHEDULE)
 ARM_COLORS = {WD_ON: "#e41a1c", WD_OFF: "#17becf", LR_CORRECTION: "#1f3fd6", NORM_SCHEDULE: "#2a9d2a"}
 _EXTRA_COLORS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
-ALIASES = {
-    "wd_on": WD_ON, "wd_off": WD_OFF, "lr_correction": LR_CORRECTION, "wd_lr_correction": LR_CORRECTION,
-    "wd off + lr correction": LR_CORRECTION, "norm_schedule": NORM_SCHEDULE, "wd_norm_schedule": NORM_SCHEDULE,
-    "lr sched replaced with norm sched": NORM_SCHEDULE, **{a.lower(): a for a in ARMS},
-}
-# Final test accuracy (%) read off the poster (≈, to within about half a point; PAPER.md §2).
-PAPER_FINAL = {WD_ON: 90.5, WD_OFF: 89.3, LR_CORRECTION: 90.5, NORM_SCHEDULE: 90.3}
-
-
-def canonical_arm(name: str) -> str:
-    """The poster's label for an arm name or alias (unknown names are returned unchanged)."""
-    return ALIASES.get(str(name).strip().lower(), str(name))
-
-
-@dataclass
-class RunCurve:
-    """One run's test accuracy (%) by epoch, with its meta.json."""
-    run_dir: Path
-    acc: pd.Series
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def status(self) -> str | None:
-        return self.meta.get("status")
-
-    @property
-    def finished(self) -> bool:
-        return self.status == "finished"
-
-    @property
-    def diverged(self) -> bool:
-        return self.status == "diverged"
-
-    @property
-    def seed(self) -> Any:
-        return self.meta.get("seed", self.run_dir.name)
-
-    @property
-    def final(self) -> float:
-        acc = self.acc.dropna()
-        return float(acc.iloc[-1]) if len(acc) else math.nan
-
-
-def _seed_key(seed: Any) -> tuple:
-    return (isinstance(seed, str), str(seed) if isinstance(seed, str) else seed)
-
-
-@dataclass
-class ArmCurves:
-    """An arm's runs; means and pairings use the finished ones only (not diverged, not running)."""
-    label: str
-    runs: list[RunCurve]
-
-    @property
-    def finished(self) -> list[RunCurve]:
-        return [r for r in self.runs if r.finished]
-
-    @property
-    def diverged(self) -> list[RunCurve]:
-        return [r for r in self.runs if r.diverged]
-
-    @property
-    def unfinished(self) -> list[RunCurve]:
-        return [r for r in self.runs if not (r.finished or r.diverged)]
-
-    def seeds(self) -> list:
-        return sorted({r.seed for r in self.finished}, key=_seed_key)
-
-    def table(self) -> pd.DataFrame:
-        """Test accuracy of the finished runs: rows epoch, columns seed."""
-        curves = {r.seed: r.acc for r in self.finished}
-        if not curves:
-            return pd.DataFrame(dtype=float)
-        return pd.DataFrame(curves).sort_index()[self.seeds()]
-
-    def finals(self) -> pd.Series:
-        """Final test accuracy of each finished run, indexed by seed."""
-        return pd.Series({r.seed: r.final for r in self.finished}, dtype=float).dropna()
-
-    def stats(self) -> pd.DataFrame:
-        """Columns mean, min, max, n over the finished runs, indexed by epoch."""
-        table = self.table()
-        if table.empty:
-            return pd.DataFrame(columns=["mean", "min", "max", "n"], dtype=float)
-        return pd.DataFrame({"mean": table.mean(axis=1), "min": table.min(axis=1), "max": table.max(axis=1),
-                             "n": table.count(axis=1)})
-
-
-def as_percent(acc: pd.Series) -> pd.Series:
-    """Accuracies in percent: a column whose finite values all lie in [0, 1] is taken as fractions."""
-    finite = acc[np.isfinite(acc.to_numpy(dtype=float))]
-    if len(finite) and finite.max() <= 1.0:
-        return acc * 100.0
-    return acc
-
-
-def load_run(run_dir: str | Path) -> RunCurve | None:
-    """A run's test accuracy by epoch (None, with a warning, when it has no epochs table yet; a run
-    that diverged before its first epoch ended is kept, with no accuracies, so that it counts)."""
-    run_dir = Path(run_dir)
-    if not runs.has_table(run_dir, "epochs"):
-        meta = runs.read_meta(run_dir)
-        if meta.get("status") == "diverged":
-            return RunCurve(run_dir, pd.Series(dtype=float), meta)
-        warnings.warn(f"no epochs table in {run_dir}; run left out", stacklevel=3)
-        return None
-    frame = runs.read_table(run_dir, "epochs")
-    acc = frame.drop_duplicates("epoch", keep="last").set_index("epoch")["test_acc"].astype(float).sort_index()
-    acc.index = acc.index.astype(int)
-    return RunCurve(run_dir, as_percent(acc), runs.read_meta(run_dir))
-
-
-def load_arms(arms: Mapping[str, Iterable[str | Path]]) -> dict[str, ArmCurves]:
-    """{poster label: ArmCurves}, in the poster's order first, then any other arms as given."""
-    loaded: dict[str, ArmCurves] = {}
-    for name, dirs in arms.items():
-        if isinstance(dirs, (str, Path)):
-            dirs = [dirs]
-        label = canonical_arm(name)
-        curves = [c for c in (load_run(d) for d in dirs) if c is not None]
-        loaded.setdefault(label, ArmCurves(label, [])).runs.extend(curves)
-    order = [a for a in ARMS if a in loaded] + [a for a in loaded if a not in ARMS]
-    return {a: loaded[a] for a in order}
 
 
 def arm_colors(labels: Iterable[str]) -> dict[str, str]:
@@ -169,80 +38,12 @@ def arm_colors(labels: Iterable[str]) -> dict[str, str]:
             for label in labels}
 
 
-# --- pairing by seed ---------------------------------------------------------------------------
-
-def paired_seeds(arm: ArmCurves, ref: ArmCurves) -> list:
-    """Seeds where both the arm's run and the reference's run finished."""
-    return sorted(set(arm.finals().index) & set(ref.finals().index), key=_seed_key)
-
-
-def paired_gap_curve(arm: ArmCurves, ref: ArmCurves) -> pd.DataFrame:
-    """Per epoch: arm minus reference accuracy over the paired seeds (mean, sd, n, ci_low, ci_high)."""
-    seeds = paired_seeds(arm, ref)
-    if not seeds:
-        return pd.DataFrame(columns=["mean", "sd", "n", "ci_low", "ci_high"], dtype=float)
-    gaps = arm.table()[seeds].sub(ref.table()[seeds]).dropna(how="all")
-    out = pd.DataFrame({"mean": gaps.mean(axis=1), "sd": gaps.std(axis=1, ddof=1), "n": gaps.count(axis=1)})
-    out["ci_low"], out["ci_high"] = t_interval(out["mean"], out["sd"], out["n"])
-    return out
-
-
-# --- LR milestones -----------------------------------------------------------------------------
-
-def _config_milestones(run_dir: Path) -> list[float] | None:
-    path = Path(run_dir) / runs.CONFIG
-    if not path.exists():
-        return None
-    import yaml
-
-    config = yaml.safe_load(path.read_text()) or {}
-    optim = config.get("optim") if isinstance(config, dict) else None
-    found = (optim or {}).get("milestones") if isinstance(optim, dict) else None
-    if found is None and isinstance(config, dict):
-        found = config.get("milestones")
-    return [float(m) for m in found] if found else None
-
-
-def _lr_drops(run_dir: Path) -> list[float] | None:
-    """Epochs after which the logged lr drops (row e holds the LR epoch e trained with)."""
-    if not runs.has_table(run_dir, "epochs"):
-        return None
-    frame = runs.read_table(run_dir, "epochs")
-    if "lr" not in frame or frame.empty:
-        return None
-    frame = frame.sort_values("epoch")
-    lr = frame["lr"].to_numpy(dtype=float)
-    drops = [float(e) - 1 for e, now, before in zip(frame["epoch"].iloc[1:], lr[1:], lr[:-1])
-             if now < before * (1 - 1e-9)]
-    return drops or None
-
-
-def lr_milestones(reference: ArmCurves) -> list[float]:
-    """The LR milestones of an arm's runs: from config.yaml, else from the logged lr column."""
-    for read in (_config_milestones, _lr_drops):
-        for run in reference.runs:
-            found = read(run.run_dir)
-            if found:
-                return sorted(found)
-    return []
-
-
-# --- the figure --------------------------------------------------------------------------------
-
-def seed_text(seeds: Iterable) -> str:
-    """'0–3' for consecutive integer seeds, else the list."""
-    seeds = sorted(set(seeds), key=_seed_key)
-    if len(seeds) > 2 and all(isinstance(s, int) for s in seeds) and seeds == list(range(seeds[0], seeds[-1] + 1)):
-        return f"{seeds[0]}–{seeds[-1]}"
-    return ", ".join(map(str, seeds))
-
-
 def describe(arms: Mapping[str, ArmCurves]) -> str:
     """'<model> · <data label> · <epochs, LR drops> · seeds …' from the runs' config.yaml and meta.json
     (what is known; normmatters.plots.run_scale)."""
     parts = scale_parts(r.run_dir for a in arms.values() for r in a.runs)
     per_arm = {label: arm.seeds() for label, arm in arms.items()}
-    seeds = sorted({s for found in per_arm.values() for s in found}, key=_seed_key)
+    seeds = sorted({s for found in per_arm.values() for s in found}, key=seed_key)
     if seeds:
         uneven = len({tuple(found) for found in per_arm.values()}) > 1
         plural = "s" if len(seeds) > 1 else ""
@@ -350,9 +151,7 @@ def plot_wd_arms(arms: Mapping[str, Iterable[str | Path]], paper_targets: bool =
     are drawn in the gap panel only, unless ``variants_on_top``. ``margin``: the shaded band of
     the gap panel (default: the claims' MARGIN). Dotted verticals: the LR drops.
     """
-    if margin is None:
-        from .claims import MARGIN  # claims imports this module, so not at the top
-        margin = MARGIN
+    margin = MARGIN if margin is None else margin
     loaded = load_arms(arms)
     colors = arm_colors(loaded)
     with_gaps = WD_ON in loaded and any(label != WD_ON and arm.finished for label, arm in loaded.items())
@@ -395,4 +194,3 @@ def _accuracy_limits(ax: Axes, loaded: Mapping[str, ArmCurves], firsts: list[flo
     ax.set_ylim(max(0.0, math.floor(low - 1.0)), min(100.0, math.ceil(float(values.max()) + 1.0)))
     last = max((int(r.acc.index.max()) for a in loaded.values() for r in a.runs if len(r.acc)), default=1)
     ax.set_xlim(0.5, last + 0.5)
-

@@ -35,10 +35,10 @@ def configs_dir() -> Path:
 
 @lru_cache(maxsize=4)
 def known_keys(configs: Path = REPO_CONFIGS) -> frozenset[str]:
-    keys = {p.name for p in configs.iterdir() if p.is_dir() and p.name != "reproduce"}  # the groups
+    keys = {p.name for p in configs.iterdir() if p.is_dir() and p.name != "experiment"}  # the groups
     for path in configs.rglob("*.yaml"):
         parts = path.relative_to(configs).parts
-        if parts[0] == "reproduce":  # experiment files of scripts/reproduce.py, not train configs
+        if parts[0] == "experiment":  # experiment files of scripts/reproduce.py, not train configs
             continue
         text = path.read_text()
         tree = yaml.safe_load(text) or {}

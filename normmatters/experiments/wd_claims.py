@@ -1,4 +1,5 @@
-"""The weight-decay claims (PAPER.md §2) checked on logged runs: numbers and a verdict per arm.
+"""The weight-decay claims (PAPER.md §2) checked on logged runs: numbers and a verdict per arm (the
+rule ``wd`` of the claims in configs/experiment/wd_vgg11.yaml, :mod:`.claims`).
 
 Every arm is compared with WD on seed by seed, over the seeds where both the arm's run and the
 WD-on run of that seed finished (meta.json status ``finished``):
@@ -28,9 +29,9 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from .wd_figure import (LR_CORRECTION, NORM_SCHEDULE, PAPER_FINAL, WD_OFF, WD_ON, ArmCurves, _seed_key,
-                        load_arms, lr_milestones, paired_seeds, seed_text)
 from ..paired import gap_stats, gap_text, number_text
+from .wd_runs import (LR_CORRECTION, NORM_SCHEDULE, PAPER_FINAL, WD_OFF, WD_ON, ArmCurves, load_arms, lr_milestones,
+                      paired_seeds, seed_key, seed_text)
 
 MARGIN = 0.6
 TRACK_TOL = 1.0
@@ -127,7 +128,8 @@ def _arm_row(arm: ArmCurves, ref: ArmCurves, cut: float | None, margin: float, t
 
 
 def wd_claims(arms: Mapping[str, Iterable[str | Path]], milestone: float | None = None,
-              margin: float = MARGIN, track_tol: float = TRACK_TOL) -> pd.DataFrame:
+              margin: float = MARGIN, track_tol: float = TRACK_TOL,
+              margins: Mapping[str, float] | None = None) -> pd.DataFrame:
     """One row per arm (poster label), by the rule in the module docstring.
 
     Columns: n_seeds (runs), n_diverged, n_unfinished (neither finished nor diverged), n_paired
@@ -136,7 +138,8 @@ def wd_claims(arms: Mapping[str, Iterable[str | Path]], milestone: float | None 
     paired final gaps), track_gap, track_gap_epoch, verdict, why, paper_final, paper_gap,
     paper_verdict, agrees_with_paper. ``df.attrs``: milestone, margin, track_tol. ``milestone``:
     the first LR drop (default: from the WD-on runs' config.yaml, else their lr column); the
-    tracking gap is taken over the epochs after it.
+    tracking gap is taken over the epochs after it. ``margins``: {arm label: margin} of the arms
+    with a claim of their own (the experiment file's), ``margin`` for the others.
     """
     loaded = load_arms(arms)
     if WD_ON not in loaded or not loaded[WD_ON].finished:
@@ -146,7 +149,9 @@ def wd_claims(arms: Mapping[str, Iterable[str | Path]], milestone: float | None 
     if milestone is None:
         milestone = first_milestone(ref)
     cut = float(milestone) if milestone is not None else None
-    rows = [{"arm": label, **_arm_row(arm, ref, cut, margin, track_tol)} for label, arm in loaded.items()]
+    margins = margins or {}
+    rows = [{"arm": label, **_arm_row(arm, ref, cut, margins.get(label, margin), track_tol)}
+            for label, arm in loaded.items()]
     frame = pd.DataFrame(rows).set_index("arm")[list(COLUMNS)]
     frame.attrs.update({"milestone": milestone, "margin": margin, "track_tol": track_tol})
     return frame
@@ -210,7 +215,7 @@ def paired_final_gaps(arms: Mapping[str, Iterable[str | Path]]) -> pd.DataFrame:
         raise ValueError(f"paired_final_gaps needs a {WD_ON!r} arm; got arms: {', '.join(loaded) or 'none'}")
     ref = loaded[WD_ON].finals()
     table = pd.DataFrame({label: arm.finals() - ref for label, arm in loaded.items() if label != WD_ON}).T
-    table = table.reindex(columns=sorted(table.columns, key=_seed_key))
+    table = table.reindex(columns=sorted(table.columns, key=seed_key))
     table["mean"] = table.mean(axis=1)
     return table
 

@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 
 from normmatters import runs
-
-from .wd_figure import load_arms
+from normmatters.experiments.wd_runs import load_arms
 
 FACTOR = 100.0
 FROZEN_RTOL = 1e-6
