@@ -12,6 +12,8 @@ from conftest import REPO
 from normmatters import runs
 from normmatters.experiments.definition import load_experiment
 
+pytestmark = pytest.mark.slow  # the full suite (make test-all): scripts/reproduce.py training test experiments, end to end
+
 ENV = {**os.environ, "WANDB_MODE": "offline"}
 
 
