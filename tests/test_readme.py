@@ -25,3 +25,10 @@ def test_readme_example_runs(code, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_readme_links_point_at_files_of_the_repository():
+    """The front door's links into docs/ and results/ (mkdocs checks the links between docs pages)."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", (REPO / "README.md").read_text())
+    local = [t.split("#")[0] for t in targets if "://" not in t]
+    assert local and all((REPO / t).exists() for t in local), [t for t in local if not (REPO / t).exists()]
