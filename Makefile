@@ -7,7 +7,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 export HYDRA_FULL_ERROR ?= 0
 
-.PHONY: setup test lint bench bench-train bench-gpu train reproduce-cifar verify figures notebooks clean
+.PHONY: setup test test-all docs lint bench bench-train bench-gpu train reproduce-cifar verify figures notebooks clean
 
 KERNELS := $(VENV)/.kernels
 KERNEL_SOURCES := $(wildcard normmatters/norms/kernels/*.cpp normmatters/norms/kernels/*.h)
@@ -27,8 +27,19 @@ $(KERNELS): $(STAMP) $(KERNEL_SOURCES)
 	$(PY) -m normmatters.norms.kernels
 	touch $(KERNELS)
 
+# the fast suite (a few minutes): unit tests and one end-to-end training run; tests marked `slow`
+# (pyproject.toml) are left to test-all
 test: setup lint
+	$(PY) -m pytest -q -m "not slow" tests
+
+# everything: every test (the fresh install from pyproject.toml too where NM_TEST_INSTALL=1, as
+# .ci/run sets) and the documentation site with its links checked; what CI runs
+test-all: setup lint docs
 	$(PY) -m pytest -q tests
+
+# the manual (docs/, mkdocs.yml) as a site in site/; --strict: a broken link or anchor fails
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 # ruff's lint rules (pyproject.toml [tool.ruff]); a second or so, so CI runs it before the tests
 lint: setup
@@ -58,7 +69,7 @@ verify: setup
 	$(PY) scripts/verify_runs.py results
 
 figures: setup verify
-	$(PY) scripts/plot.py $(ARGS)
+	$(PY) scripts/plot.py $(if $(ARGS),$(ARGS),results --readme README.md)
 
 # executed copies go to outputs/notebooks/ (ignored by git): the tracked notebooks keep no outputs,
 # so running them never dirties the tree

@@ -1,7 +1,10 @@
 """Rebuild every experiment report under results/ from the logged run tables, then results/REPORT.md
 (every claim of PAPER.md with its verdict).
 
-    python scripts/plot.py [RESULTS_DIR]
+    python scripts/plot.py [RESULTS_DIR] [--readme README.md]
+
+--readme also rewrites that README's "Results at a glance" table (between its two marker lines)
+from the same runs, so the front door never drifts from REPORT.md.
 
 Needs neither the data nor a GPU: a report is a function of the tables in the run directories.
 A table that cannot be read, or no longer matches its run's manifest, stops it with one line
@@ -16,6 +19,7 @@ from pathlib import Path
 from normmatters.experiments.definition import discover
 from normmatters.experiments.homes import experiment_homes
 from normmatters.experiments.paper_report import write_paper_report
+from normmatters.experiments.readme_glance import write_glance
 from normmatters.experiments.report import REPORTS
 
 
@@ -30,6 +34,7 @@ def main() -> int:
 def report() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="?", default="results", type=Path)
+    parser.add_argument("--readme", type=Path, help="README whose glance table to rewrite from these runs")
     args = parser.parse_args()
     if not args.results.is_dir():
         print(f"error: results directory {str(args.results)!r} does not exist", file=sys.stderr)
@@ -45,6 +50,8 @@ def report() -> int:
         print(f"error: no experiment runs (e.g. a wd_on_s<seed> run) under {args.results}", file=sys.stderr)
         return 2
     print(f"wrote {write_paper_report(args.results)}")
+    if args.readme:
+        print(f"wrote {write_glance(args.readme, args.results)}")
     return 0
 
 

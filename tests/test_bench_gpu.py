@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_smoke_mode_writes_every_part(tmp_path):
     earlier = tmp_path / f"gpu-cpu-{dt.date.today().isoformat()}.md"  # an earlier report of today
     earlier.write_text("x")

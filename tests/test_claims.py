@@ -138,6 +138,7 @@ def test_paper_report_has_a_row_per_claim_with_the_verdicts(tmp_path):
     assert "+58.00 (no CI: one seed) points (final_error, 1 seed)" in e5m2 and "nan" not in e5m2 and "**NOT RUN**" in e5m2
 
 
+@pytest.mark.slow
 def test_norms_notebook_executes_on_logged_and_on_committed_runs(tmp_path):
     from conftest import execute_notebook, notebook_outputs
 
@@ -155,6 +156,7 @@ def test_norms_notebook_executes_on_logged_and_on_committed_runs(tmp_path):
             assert "**HOLDS**" in text
 
 
+@pytest.mark.slow
 def test_precision_notebook_executes_on_logged_and_on_committed_runs(tmp_path):
     from conftest import execute_notebook, notebook_outputs
 

@@ -17,6 +17,8 @@ import pytest
 import torch
 import yaml
 
+pytestmark = pytest.mark.slow  # the full suite (make test-all): torchrun with 2 gloo processes, end to end
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -16,6 +16,8 @@ from conftest import CLASSES, REPO
 from normmatters import runs
 from test_train import run_script, tiny
 
+pytestmark = pytest.mark.slow  # the full suite (make test-all): scripts/eval.py on runs trained here, end to end
+
 
 def evaluate(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline"}

@@ -14,6 +14,8 @@ from normmatters import runs
 from normmatters.experiments.compose import compose_train
 from normmatters.experiments.definition import load_experiment
 
+pytestmark = pytest.mark.slow  # the full suite (make test-all): scripts/reproduce.py training test experiments, end to end
+
 ENV = {**os.environ, "WANDB_MODE": "offline"}
 
 

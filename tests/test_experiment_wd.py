@@ -11,6 +11,8 @@ from conftest import REPO, execute_notebook, notebook_outputs
 from normmatters import runs
 from normmatters.experiments.definition import discover, load_experiment
 
+pytestmark = pytest.mark.slow  # the full suite (make test-all): the experiment runner training every arm, end to end
+
 EXP = load_experiment("wd_vgg11")
 LABELS = [EXP.arms[a].label for a in EXP.default_arms]
 

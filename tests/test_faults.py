@@ -11,10 +11,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from conftest import REPO, run_dir_of
 from normmatters import io, runs
 from normmatters.train import train
+
+pytestmark = pytest.mark.slow  # the full suite (make test-all): real runs hit by limits and signals, end to end
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "PYTHONHASHSEED": "0", "PYTHONPATH": str(REPO)}
 

@@ -1,6 +1,6 @@
 """A fresh virtual environment installed from pyproject.toml alone (no requirements.txt) trains one
 smoke run with wandb offline. Minutes long (it installs torch), so it runs where NM_TEST_INSTALL=1
-(CI sets it: `.ci/run`); `NM_TEST_INSTALL=1 make test` runs it anywhere."""
+(CI sets it: `.ci/run`); `NM_TEST_INSTALL=1 make test-all` runs it anywhere."""
 from __future__ import annotations
 
 import os

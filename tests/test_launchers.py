@@ -20,6 +20,8 @@ from normmatters import runs
 from normmatters.placement import joblib_threads, place_job
 from test_train import run_script, tiny
 
+pytestmark = pytest.mark.slow  # the full suite (make test-all): Hydra sweeps through the joblib and submitit launchers, end to end
+
 SWEEP = "optim.lr=0.1,-1,0.05"  # the middle job fails inside the job: lr=-1 does not validate
 
 

@@ -9,6 +9,8 @@ import torch.nn as nn
 
 from normmatters.norms import apply_weight_norm, build_norm
 
+pytestmark = pytest.mark.slow  # the full suite (make test-all): torch.compile warm-up
+
 
 def _model() -> nn.Module:
     torch.manual_seed(0)

@@ -23,6 +23,7 @@ def test_tracked_notebooks_keep_no_outputs(path):
     assert not any("execution" in c.metadata for c in nb.cells)  # nbclient's timestamps
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None or not (REPO / ".git").exists(), reason="needs make and a git checkout")
 def test_make_notebooks_leaves_the_tree_clean():
     """The real recipe, on the committed results (`-o`: setup and figures taken as done; the figures

@@ -17,6 +17,8 @@ from conftest import REPO, run_dir_of
 from normmatters import io, runs
 from normmatters.experiments import runner
 
+pytestmark = pytest.mark.slow  # the full suite (make test-all): concurrent real runs, end to end
+
 ENV = {**os.environ, "WANDB_MODE": "offline", "PYTHONHASHSEED": "0", "PYTHONPATH": str(REPO)}
 
 

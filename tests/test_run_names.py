@@ -57,6 +57,7 @@ def test_explicit_run_dir_is_used_as_given(compose, tmp_path):
     assert run_dir_of(compose([f"run_dir={tmp_path}/mine"])) == tmp_path / "mine"
 
 
+@pytest.mark.slow
 def test_sweep_over_a_key_outside_the_tag_gets_distinct_directories(tiny_cifar, tmp_path):
     proc = run_script(["-m", *tiny(tiny_cifar, tmp_path, "train.epochs=1", "name=sweep", "wandb.mode=disabled"),
                        "optim.momentum=0.5,0.9"])

@@ -95,6 +95,7 @@ def test_plan_gives_undecided_claims_their_seeds_and_decided_ones_the_minimum(pl
     assert plan.core_minutes == pytest.approx(2 * (min(9, needed) - 3) * 2.0 + 2 * 2.0)
 
 
+@pytest.mark.slow
 def test_plan_seeds_command_writes_the_plan_and_planned_runs_follow_it(planned_experiment):
     exp_file, out = planned_experiment
     before = exp_file.read_text()

@@ -104,6 +104,7 @@ def test_finished_run_is_not_rerun(finished_run, tiny_cifar):
     assert (run_dir / "epochs.parquet").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_metrics(finished_run, tiny_cifar, tmp_path):
     reference, _ = finished_run
     args = tiny(tiny_cifar, tmp_path, "train.epochs=3", "name=e2e")
@@ -129,6 +130,7 @@ def test_killed_run_resumes_to_identical_metrics(finished_run, tiny_cifar, tmp_p
     pd.testing.assert_frame_equal(runs.read_table(run_dir, "channels"), runs.read_table(reference, "channels"))
 
 
+@pytest.mark.slow
 def test_sigterm_marks_the_run_interrupted_and_it_resumes_to_identical_metrics(finished_run, tiny_cifar,
                                                                                tmp_path):
     """The data comes from the DATA variable, as with `DATA=... make ...`: the printed resume command
@@ -278,6 +280,7 @@ def test_unknown_group_option_fails_in_script(tmp_path):
     assert "resnet7" in proc.stderr and "Available options" in proc.stderr
 
 
+@pytest.mark.slow
 def test_multirun_sweep_with_basic_launcher(tiny_cifar, tmp_path):
     proc = run_script(["-m", *tiny(tiny_cifar, tmp_path, "train.epochs=1", "name=sweep"), "norm=l2,l1"])
     assert proc.returncode == 0, proc.stderr
@@ -287,6 +290,7 @@ def test_multirun_sweep_with_basic_launcher(tiny_cifar, tmp_path):
         assert runs.status(tmp_path / "sweep" / d) == "finished"
 
 
+@pytest.mark.slow
 def test_sweep_goes_on_after_a_failing_job_and_summarizes(tiny_cifar, tmp_path):
     proc = run_script(["-m", *tiny(tiny_cifar, tmp_path, "train.epochs=1", "name=sweep"), "optim.lr=0.1,-1,0.05"])
     assert proc.returncode == 1, proc.stderr
@@ -334,6 +338,7 @@ def test_per_step_channel_norms_are_logged_on_request(tiny_cifar, tmp_path, comp
         assert table.shape == (len(steps), len(epoch_rows[0][name]))
 
 
+@pytest.mark.slow
 @pytest.mark.compile
 def test_compiled_training_matches_eager_closely(tiny_cifar, tmp_path, compose):
     finals = {}

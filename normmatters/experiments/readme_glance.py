@@ -1,0 +1,49 @@
+"""The README's "Results at a glance" table: REPORT.md's cpu-scale rows cut to claim, number and
+verdict, written between two marker lines so the front door never drifts from the report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from normmatters import io
+
+from .paper_report import _order, _rows
+
+START = "<!-- glance:start (written by scripts/plot.py --readme; do not edit by hand) -->"
+END = "<!-- glance:end -->"
+
+
+def _short(ours: str) -> str:
+    """The number before the report's first ';', without a parenthesis that ';' cut open."""
+    head = ours.split(";")[0]
+    while head.count("(") > head.count(")"):
+        head = head[:head.rindex("(")].rstrip()
+    return head
+
+
+def glance_table(results: Path) -> str:
+    """The markdown table and its totals line, from the committed runs under ``results``."""
+    rows, _ = _rows(Path(results))
+    cifar = sorted((r for r in rows if r["scale"] == "cifar"), key=lambda r: _order(r["section"]))
+    lines = ["| § | Claim | This project (CIFAR-10, cpu scale) | Verdict |", "|---|---|---|---|"]
+    lines += [f"| {r['section']} | {r['claim']} | {_short(r['ours'])} | **{r['verdict']}** |" for r in cifar]
+    totals = {scale: ", ".join(f"{v} {k}" for k, v in pd.Series(
+        [r["verdict"] for r in rows if r["scale"] == scale]).value_counts().items()) for scale in ("cifar", "paper")}
+    lines += ["", f"Totals at cpu scale: {totals['cifar']}; at the paper's scale (claims × experiments): {totals['paper']}."]
+    return "\n".join(lines)
+
+
+def with_glance(readme_text: str, table: str) -> str:
+    """``readme_text`` with the block between the markers replaced by ``table``."""
+    if readme_text.count(START) != 1 or readme_text.count(END) != 1:
+        raise ValueError(f"the README needs exactly one {START!r} line and one {END!r} line")
+    head, rest = readme_text.split(START)
+    _, tail = rest.split(END)
+    return f"{head}{START}\n{table}\n{END}{tail}"
+
+
+def write_glance(readme: Path, results: Path) -> Path:
+    text = with_glance(Path(readme).read_text(), glance_table(results))
+    io.atomic_write_bytes(Path(readme), lambda p: Path(p).write_text(text))
+    return Path(readme)
