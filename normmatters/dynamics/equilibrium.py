@@ -6,7 +6,7 @@ step turns it by the angle
 
 The paper's argument (PAPER.md §1–2: weight decay matters only through ‖w‖ and hence the effective
 step) implies this equilibrium, but none of its figures shows it. Judged here by the rule the README
-fixed before the numbers were looked at again ("Seed plan", rotational equilibrium): per WD-on run
+fixed before the numbers were looked at again (now docs/results.md, "Seed plan", rotational equilibrium): per WD-on run
 and scale-invariant layer, the median logged angle per step over the last epoch trained at the
 initial LR must lie within a factor FACTOR of θ; HOLDS if it does for every layer of every seed,
 DOES NOT HOLD if every seed has a layer outside, else INCONCLUSIVE. How much the angle falls after

@@ -29,7 +29,7 @@ SECTION1 = ("§1", "Scaling the scale-invariant weights by c with LR c²η and W
 MEASURED_ONLY = [
     ("§4", "L1 and Top-k BN are cheaper to compute than L2 (no squares, no roots)", "argued, not measured",
      "benchmarked, not judged: the fused kernels against nn.BatchNorm2d and training steps with L1 against L2, "
-     "CPU only (bench/norms_kernels_cpu_2026-11-26_idle.md; the README's benchmark table)"),
+     "CPU only (bench/norms_kernels_cpu_2026-11-26_idle.md; docs/kernels.md's benchmark table)"),
 ]
 
 

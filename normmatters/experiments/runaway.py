@@ -1,6 +1,6 @@
 """Runaway channels: channel norms that grow orders of magnitude past growth without weight decay.
 
-Rule (README, "Figure and claims"; fixed before the 8-seed runs finished): a run has a *runaway*
+Rule (docs/optim.md, "Figure and claims"; fixed in the README before the 8-seed runs finished): a run has a *runaway*
 in a layer at epoch e when one of the layer's channels has a norm above ``FACTOR`` (100) times the
 largest channel norm of the same layer at epoch e in the WD-off run of the same seed (WD off lets
 norms grow freely, so it is the honest baseline for "grew too much"). A channel is *frozen* when,

@@ -182,7 +182,7 @@ def _markdown_row(arm: str, r: pd.Series, digits: int) -> str:
 
 
 def claims_markdown(claims: pd.DataFrame, digits: int = 2) -> str:
-    """A markdown table of :func:`wd_claims` for the README, with the rule underneath."""
+    """A markdown table of :func:`wd_claims` (claims.md), with the rule underneath."""
     m = claims.attrs.get("milestone")
     margin, track_tol = claims.attrs.get("margin", MARGIN), claims.attrs.get("track_tol", TRACK_TOL)
     after = f"after epoch {_epoch_text(m)}" if m is not None else "over training"
