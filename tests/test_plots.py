@@ -18,7 +18,7 @@ from matplotlib.colors import to_hex  # noqa: E402
 
 from normmatters import runs  # noqa: E402
 from normmatters.experiments.wd_claims import claims_markdown, paired_final_gaps, paired_markdown, wd_claims  # noqa: E402
-from normmatters.experiments.wd_runs import load_run  # noqa: E402
+from normmatters.curves.wd_arms import load_run  # noqa: E402
 from normmatters.plots import ARM_COLORS, plot_norm_dynamics, plot_wd_arms  # noqa: E402
 
 T975 = {1: 12.706205, 3: 3.182446, 7: 2.364624}  # t_{0.975, df}, from tables

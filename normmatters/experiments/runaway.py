@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from normmatters import runs
-from normmatters.experiments.wd_runs import load_arms
+from normmatters.curves.wd_arms import load_arms
 
 FACTOR = 100.0
 FROZEN_RTOL = 1e-6

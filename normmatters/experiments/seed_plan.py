@@ -34,7 +34,9 @@ from omegaconf import OmegaConf
 
 from normmatters.runs import atomic_write_bytes
 
-from .claims import FAILS, HOLDS, MIN_EFFECT, MIN_SEEDS, Claim, decide, done_runs, evaluate
+from normmatters.curves.error import done_runs
+
+from .claims import FAILS, HOLDS, MIN_EFFECT, MIN_SEEDS, Claim, decide, evaluate
 from .definition import Experiment, by_arm_name, discover
 
 POWER = 0.9

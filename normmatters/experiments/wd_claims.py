@@ -29,11 +29,11 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..paired import gap_stats, gap_text, number_text
-from .wd_runs import (LR_CORRECTION, NORM_SCHEDULE, PAPER_FINAL, WD_OFF, WD_ON, ArmCurves, load_arms, lr_milestones,
-                      paired_seeds, seed_key, seed_text)
+from normmatters.curves.wd_arms import (MARGIN, LR_CORRECTION, NORM_SCHEDULE, PAPER_FINAL, WD_OFF, WD_ON, ArmCurves,
+                                        load_arms, lr_milestones, paired_seeds, seed_key, seed_text)
 
-MARGIN = 0.6
+from ..paired import gap_stats, gap_text, number_text
+
 TRACK_TOL = 1.0
 REFERENCE, MATCH, BELOW, ABOVE = "reference", "matches WD on", "below WD on", "above WD on"
 INCONCLUSIVE, TOO_FEW = "inconclusive", "too few seeds"

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from normmatters import runs  # noqa: E402
-from normmatters.experiments.claims import done_runs, judged_error  # noqa: E402
+from normmatters.curves.error import done_runs, judged_error  # noqa: E402
 from normmatters.paired import t_interval  # noqa: E402
 
 from .run_scale import milestones, scale_lines  # noqa: E402

@@ -24,7 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import LogFormatter
 
 from normmatters import runs
-from normmatters.experiments.wd_runs import ARMS, WD_ON, load_arms, lr_milestones
+from normmatters.curves.wd_arms import ARMS, WD_ON, load_arms, lr_milestones
 
 from .run_scale import wrap_parts
 from .wd_figure import _mark_milestones, arm_colors, describe

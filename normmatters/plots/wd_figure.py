@@ -1,5 +1,5 @@
 """The poster's weight-decay figure (PAPER.md §2), drawn from the run data of
-:mod:`normmatters.experiments.wd_runs`.
+:mod:`normmatters.curves.wd_arms`.
 
 Top panel: test accuracy vs epoch of the poster's four arms (mean over finished seeds, band
 min–max), the y-axis covering the whole run. Bottom panel: each arm's paired gap to WD on (its
@@ -20,8 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from normmatters.experiments.wd_claims import MARGIN
-from normmatters.experiments.wd_runs import (ARMS, LR_CORRECTION, NORM_SCHEDULE, PAPER_FINAL, WD_OFF, WD_ON, ArmCurves,
+from normmatters.curves.wd_arms import (ARMS, MARGIN, LR_CORRECTION, NORM_SCHEDULE, PAPER_FINAL, WD_OFF, WD_ON, ArmCurves,
                                              load_arms, lr_milestones, paired_gap_curve, seed_key, seed_text)
 
 from .run_scale import scale_parts, wrap_parts

@@ -29,6 +29,9 @@ ALIASES = {
 }
 # Final test accuracy (%) read off the poster (≈, to within about half a point; PAPER.md §2).
 PAPER_FINAL = {WD_ON: 90.5, WD_OFF: 89.3, LR_CORRECTION: 90.5, NORM_SCHEDULE: 90.3}
+# Half the poster's WD-off deficit: the §2 claims' default margin (experiments.wd_claims) and the band
+# the figure's gap panel shades.
+MARGIN = 0.6
 
 
 def canonical_arm(name: str) -> str:
