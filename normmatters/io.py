@@ -56,19 +56,28 @@ def atomic_write_bytes(path: str | Path, write) -> None:
         os.close(fd)
 
 
-def _abandoned(path: Path) -> bool:
-    """Whether no live writer holds this temp file (its flock can be taken)."""
+def lock_free(path: str | Path, mode: int = fcntl.LOCK_EX) -> bool | None:
+    """Whether ``path``'s flock could be taken in ``mode`` now (no live holder): None when the file
+    cannot be opened, False when a live process holds it."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return False
+        return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
         return True
-    except OSError:
+    except BlockingIOError:
         return False
     finally:
         os.close(fd)
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether no live writer holds this temp file."""
+    try:
+        return lock_free(path) is True
+    except OSError:
+        return False
 
 
 def remove_stale_temps(directory: str | Path, prefix: str = ".", min_age_s: float = 0.0) -> list[Path]:

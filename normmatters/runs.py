@@ -251,17 +251,7 @@ def remove_stale_temps(run_dir: str | Path) -> list[Path]:
 def locked_by(run_dir: str | Path) -> str | None:
     """Who holds the run directory's lock right now ("pid ... on ..."), or None."""
     path = Path(run_dir) / LOCK
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return None
-    except BlockingIOError:
-        return _holder(path)
-    finally:
-        os.close(fd)
+    return _holder(path) if io.lock_free(path, fcntl.LOCK_SH) is False else None
 
 
 # ---- the manifest: a finished run can prove its files are intact -------------------------------
