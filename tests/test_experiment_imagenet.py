@@ -31,8 +31,9 @@ def tiny_imagenet(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("experiment", ["norms_imagenet", "norms_imagenet_r50"])
-def test_imagenet_experiment_runs_every_arm(tiny_imagenet, tmp_path, experiment):
+@pytest.mark.parametrize("experiment,directory", [("norms_imagenet", "norms_resnet18_imagenet_smoke"),
+                                                  ("norms_imagenet_r50", "norms_resnet50_imagenet_smoke")])
+def test_imagenet_experiment_runs_every_arm(tiny_imagenet, tmp_path, experiment, directory):
     exp = load_experiment(experiment)
     proc = subprocess.run(
         [sys.executable, "scripts/reproduce.py", "--experiment", experiment, "--profile", "smoke", "--seeds", "0",
@@ -43,7 +44,7 @@ def test_imagenet_experiment_runs_every_arm(tiny_imagenet, tmp_path, experiment)
         cwd=REPO, env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (exp_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("norms_resnet")]
-    assert exp_dir.name == f"{exp.overrides[-1].split('=')[1].split('_${')[0]}_smoke"
+    assert exp_dir.name == directory
     for arm in exp.arms:
         run_dir = runs.resolve_run(exp_dir / f"{arm}_s0")
         assert runs.status(run_dir) in runs.DONE, arm
