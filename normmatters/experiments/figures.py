@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 
 from normmatters.experiments.homes import experiment_homes
 from normmatters.plots.error_curves import COLORS, plot_error_panels
-from normmatters.plots.hazards import hazard_fractions, plot_hazards
+from normmatters.curves.hazards import hazard_fractions
+from normmatters.plots.hazards import plot_hazards
 
 
 def _panels(exp) -> list[tuple[str, ...]]:

@@ -16,7 +16,7 @@ from normmatters.experiments import claims as claims_mod
 from normmatters.experiments.definition import by_arm_name
 from normmatters.experiments.figures import draw_figures
 from normmatters.plots.equilibrium import plot_equilibrium
-from normmatters.plots.hazards import hazard_totals
+from normmatters.curves.hazards import hazard_totals
 from normmatters.paired import gap_text, number_text
 from normmatters.runs import atomic_write_bytes
 
