@@ -439,3 +439,50 @@ def test_equilibrium_angle_is_where_sgd_with_momentum_and_wd_settles():
                 angles.append(np.arccos(np.clip(new @ w / np.linalg.norm(new) / np.linalg.norm(w), -1, 1)))
             w = new
         assert np.mean(angles) == pytest.approx(float(equilibrium_angle(lr, wd, mu)), rel=0.05), start
+
+
+# --- families of variants (the experiment file's `families`) -----------------------------------
+
+FAMILY_YAML = """name: fam_{profile}
+report: wd
+arms:
+  wd_on: {label: WD on, overrides: [seed=1]}
+  wd_off: {label: WD off, overrides: [seed=1]}
+variants:
+  wd_on_x: {label: "WD on, set-up X", overrides: [seed=1]}
+  wd_off_x: {label: "WD off, set-up X", overrides: [seed=1]}
+families:
+  x:
+    note: "Under set-up X, each arm against its own WD on:"
+    arms: {wd_on: wd_on_x, wd_off: wd_off_x}
+"""
+
+
+def test_a_family_of_variants_is_judged_against_its_own_wd_on(arms, tmp_path):
+    from normmatters.experiments.definition import load_experiment
+    from normmatters.experiments.report import write_wd_report
+
+    exp = load_experiment(_write(tmp_path / "fam.yaml", FAMILY_YAML))
+    x_on = [make_run(tmp_path / f"x_on_s{s}", [40, 50, 60, 70, 75, 80.0 + s], s, "finished", channels=True) for s in (0, 1)]
+    x_off = [make_run(tmp_path / f"x_off_s{s}", [40, 50, 60, 70, 75, 78.0 + 2 * s], s, "finished", channels=True)
+             for s in (0, 1)]
+    by_label = {"WD on": arms["WD on"], "WD off": arms["WD off"], "WD on, set-up X": x_on, "WD off, set-up X": x_off}
+    write_wd_report(exp, by_label, tmp_path / "out")
+    main, family = (tmp_path / "out" / "claims.md").read_text().split("Under set-up X, each arm against its own WD on:")
+    assert "set-up X" not in main  # the family's runs stay out of the main table
+    off = next(line for line in family.splitlines() if line.startswith("| WD off |"))
+    # paired final gaps (78 - 80, 80 - 81) = (-2, -1): mean -1.50
+    assert "| -1.50 [" in off, off
+
+
+def test_a_family_naming_no_arm_is_one_line(tmp_path):
+    from normmatters.experiments.definition import load_experiment
+
+    bad = _write(tmp_path / "bad.yaml", FAMILY_YAML.replace("wd_off: wd_off_x", "wd_off: wd_off_y"))
+    with pytest.raises(ValueError, match="families.x: 'wd_off_y' is not an arm; valid: wd_on, wd_off, wd_on_x, wd_off_x"):
+        load_experiment(bad)
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path

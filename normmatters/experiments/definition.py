@@ -21,6 +21,10 @@
     report_note: "..."             # optional: what REPORT.md's rows of this experiment must also say
     seed_cap: {cpu: 10}            # optional: most seeds the seed plan may give an arm, per profile
     seed_plan: {cpu: {l2: 10}}     # written by --plan-seeds (normmatters.experiments.seed_plan)
+    families:                      # optional (report `wd`): variants that stand for the main arms under
+      torch03:                     #   another set-up, judged against each other in a table of their own
+        note: "With ..."           #   the sentence above that table
+        arms: {wd_on: wd_on_torch03, wd_off: wd_off_torch03}   # main arm: the variant standing for it
     arms:                          # run by default
       wd_on: {label: WD on, overrides: [arm=wd_on]}
       wd_lr_correction: {label: ..., overrides: [...], needs: [wd_on]}   # same seed, runs after wd_on
@@ -46,12 +50,19 @@ from .claims import Claim, parse_claims
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "experiment"
 PROFILES = ("paper", "cpu", "smoke")
 KEYS = ("name", "description", "report", "minutes_per_run", "overrides", "profile_overrides", "figures", "captions", "arms",
-        "variants", "claims", "seed_cap", "seed_plan", "report_note")
+        "variants", "claims", "seed_cap", "seed_plan", "report_note", "families")
 ARM_KEYS = ("label", "overrides", "needs", "report")
 FIGURE_KEYS = ("title", "arms", "panels", "gaps", "plot")
 PLOTS = ("curves", "hazards")
 # figures a report draws whatever the file says (their captions are keyed by these names)
 FIXED_FIGURES = {"wd": ("figure", "norms", "dynamics")}
+
+
+@dataclass(frozen=True)
+class Family:
+    """Variants standing for the main arms under another set-up (e.g. the authors' initialization)."""
+    note: str
+    arms: dict[str, str]  # {main arm: variant}
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,7 @@ class Experiment:
     seed_cap: dict[str, int] = field(default_factory=dict)
     seed_plan: dict[str, dict[str, int]] = field(default_factory=dict)  # {profile: {arm: seeds}}
     report_note: str = ""
+    families: dict[str, Family] = field(default_factory=dict)
     dir_pattern: str = ""  # the file's `name`: its runs' directory, {profile} filled in
 
     def dir_name(self, profile: str) -> str:
@@ -182,8 +194,24 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     exp.claims = parse_claims(exp.name, raw.get("claims"), exp.arms)
     exp.seed_cap, exp.seed_plan = _seed_cap(exp.name, raw.get("seed_cap")), _seed_plan(exp, raw.get("seed_plan"))
     exp.report_note = str(raw.get("report_note") or "")
+    exp.families = _families(exp, raw.get("families"))
     exp.dir_pattern = _dir_pattern(exp.name, raw.get("name"))
     return exp
+
+
+def _families(exp: Experiment, raw) -> dict[str, Family]:
+    """``families``: each a note and {main arm: variant standing for it}, every name an arm of ``exp``."""
+    raw = OmegaConf.to_container(raw) if OmegaConf.is_config(raw) else (raw or {})
+    out = {}
+    for name, spec in raw.items():
+        where = f"experiment {exp.name}: families.{name}"
+        if not isinstance(spec, dict) or set(spec) != {"note", "arms"} or not isinstance(spec["arms"], dict):
+            raise ValueError(f"{where} must be a mapping with keys note and arms ({{main arm: variant}})")
+        for arm in (*spec["arms"], *spec["arms"].values()):
+            if arm not in exp.arms:
+                raise ValueError(f"{where}: {arm!r} is not an arm; valid: {', '.join(exp.arms)}")
+        out[name] = Family(str(spec["note"]), dict(spec["arms"]))
+    return out
 
 
 def _dir_pattern(exp: str, raw) -> str:

@@ -23,18 +23,23 @@ from normmatters.runs import atomic_write_bytes
 STABLE = {"pdf": {"CreationDate": None}}  # no creation date in a PDF: a regenerated figure is byte-identical
 
 
-TORCH03 = ", PyTorch 0.3 init"  # the label suffix of the variants with the authors' initialization
+def _family_arms(exp, family, arms: Mapping[str, Iterable[Path]]) -> dict[str, Iterable[Path]]:
+    """The family's runs keyed by the label of the main arm each variant stands for."""
+    return {exp.arms[main].label: arms[exp.arms[v].label] for main, v in family.arms.items() if exp.arms[v].label in arms}
 
 
 def write_wd_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) -> list[Path]:
     """figure.png (test accuracy per arm, and the paired gap to WD on), norms.png (channel norms of
     every scale-invariant layer), dynamics.png/.pdf (angle per step against the rotational
     equilibrium, normmatters.plots.equilibrium), claims.md (verdict table, per-seed paired gaps, runaway
-    channels, the equilibrium judged, and the PyTorch 0.3 init family judged against its own WD on)
+    channels, the equilibrium judged, and each family of variants (the experiment file's ``families``)
+    judged against its own WD on)
     and claims.csv (the verdict table); each written atomically. Returns the paths."""
     out_dir = Path(out_dir)
-    torch03 = {label[:-len(TORCH03)]: dirs for label, dirs in arms.items() if label.endswith(TORCH03)}
-    arms = {label: dirs for label, dirs in arms.items() if not label.endswith(TORCH03)}
+    families = list(exp.families.values()) if exp else []
+    grouped = [(f, _family_arms(exp, f, arms)) for f in families]
+    in_family = {exp.arms[v].label for f in families for v in f.arms.values()}
+    arms = {label: dirs for label, dirs in arms.items() if label not in in_family}
     figure, norms = out_dir / "figure.png", out_dir / "norms.png"
     atomic_write_bytes(figure, lambda p: plot_wd_arms(arms).savefig(p, dpi=150, format="png"))
     atomic_write_bytes(norms, lambda p: plot_norm_dynamics(arms).savefig(p, dpi=120, format="png"))
@@ -57,10 +62,9 @@ def write_wd_report(exp, arms: Mapping[str, Iterable[Path]], out_dir: Path) -> l
                  + runaway_markdown(runaway_table(arms)))
     if "WD on" in arms:
         text += "\n" + equilibrium_markdown(equilibrium.equilibrium_table(arms["WD on"]))
-    if "WD on" in torch03:
-        text += ("\nWith PyTorch 0.3's default initialization (`model.init=torch03`, the authors' code), each arm "
-                 "against the WD-on run of the same initialization and seed, same rule:\n\n"
-                 + claims_markdown(wd_claims(torch03)).split("\n\nRule:")[0] + "\n")
+    for family, family_arms in grouped:
+        if "WD on" in family_arms:
+            text += f"\n{family.note}\n\n" + claims_markdown(wd_claims(family_arms)).split("\n\nRule:")[0] + "\n"
     table_md, table_csv = out_dir / "claims.md", out_dir / "claims.csv"
     atomic_write_bytes(table_md, lambda p: Path(p).write_text(text + "\n"))
     atomic_write_bytes(table_csv, lambda p: claims.to_csv(p))
