@@ -42,34 +42,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from normmatters.data.synthetic import CIFAR10_CLASSES, make_image_folder
+
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 RATIO_TARGET = 1.3      # project / plain images/s, default CPU path
 LOGGING_TARGET = 5.0    # % of step time spent on per-step logging
 
 
 # ------------------------------------------------------------------------------------------ data
-def make_image_folder(root: Path, train_per_class: int, test_per_class: int, seed: int = 0) -> Path:
-    """A CIFAR-shaped PNG image folder (``train/<class>/``, ``test/<class>/``) of coloured noise."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    palette = rng.integers(30, 225, size=(len(CLASSES), 3))
-    for split, count in (("train", train_per_class), ("test", test_per_class)):
-        for c, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                pixels = np.clip(palette[c] + rng.normal(0, 40, size=(32, 32, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i:05d}.png")
-    return root
-
-
 def load_subset(path: str, cache_dir: str, n: int):
     """The uint8 training images the project's run with ``data.train_subset=n`` trains on."""
     from normmatters.data import class_balanced_subset, load_cifar
@@ -323,7 +307,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         tmp = Path(tmp)
         if args.data is None:
-            data_path = str(make_image_folder(tmp / "data", math.ceil(n_train / len(CLASSES)), 10))
+            data_path = str(make_image_folder(tmp / "data", math.ceil(n_train / len(CIFAR10_CLASSES)), 10))
             cache_dir = str(tmp / "cache")
         else:
             data_path = str(Path(os.path.expanduser(args.data)).resolve())

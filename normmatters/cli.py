@@ -6,7 +6,8 @@ import sys
 import traceback
 
 from normmatters.placement import place_job
-from normmatters.runs import RunLocked, WriteFailed
+from normmatters.io import WriteFailed
+from normmatters.runs import RunLocked
 from normmatters.train.signals import RunInterrupted
 
 # ValueError includes runs.UnreadableRunFile (a damaged or changed run file, named)

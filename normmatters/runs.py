@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from normmatters import io
-from normmatters.io import WriteFailed, atomic_write_bytes  # noqa: F401 (re-exported)
+from normmatters.io import atomic_write_bytes
 
 CONFIG = "config.yaml"
 META = "meta.json"

@@ -19,7 +19,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from normmatters import runs
+from normmatters import io, runs
 
 COLUMNS = ["job", "overrides", "status", "test_acc", "epoch", "run_dir", "error"]
 
@@ -66,18 +66,18 @@ class SweepSummary(Callback):
 
 def _write_record(sweep_dir: Path, record: dict) -> None:
     path = sweep_dir / "jobs" / f"{record['job']}.json"
-    runs.atomic_write_bytes(path, lambda p: Path(p).write_text(json.dumps(record, default=str)))
+    io.atomic_write_bytes(path, lambda p: Path(p).write_text(json.dumps(record, default=str)))
 
 
 def write_summary(sweep_dir: Path, note: str = "") -> pd.DataFrame:
     """summary.csv and summary.md from the job records, and the table printed."""
     table = summary_table(sweep_dir)
-    runs.atomic_write_bytes(sweep_dir / "summary.csv", lambda p: table.to_csv(p, index=False))
+    io.atomic_write_bytes(sweep_dir / "summary.csv", lambda p: table.to_csv(p, index=False))
     text = table.drop(columns=["error"]).to_string(index=False)
     failed = table[table["status"].isin(["failed", "locked", "interrupted"])]
     errors = "".join(f"\njob {r.job} ({r.overrides}): {r.error}" for r in failed.itertuples())
     text += errors + (f"\n{note}" if note else "")
-    runs.atomic_write_bytes(sweep_dir / "summary.md", lambda p: Path(p).write_text(text + "\n"))
+    io.atomic_write_bytes(sweep_dir / "summary.md", lambda p: Path(p).write_text(text + "\n"))
     print(f"\nsweep summary ({sweep_dir / 'summary.csv'}):\n{text}", file=sys.stderr)
     return table
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from normmatters import runs
+from normmatters import io, runs
 
 from .claims import FAILS, HOLDS, INCONCLUSIVE, MIN_EFFECT, NOT_RUN, wd_outcome
 from .definition import discover, experiment_names, load_experiment
@@ -249,6 +249,6 @@ def write_paper_report(results: Path) -> Path:
     path = Path(results) / "REPORT.md"
     text = paper_report(results)
     fig = plot_forest(forest_rows(results), MIN_EFFECT)
-    runs.atomic_write_bytes(Path(results) / "forest.png", lambda p: fig.savefig(p, dpi=130, format="png"))
-    runs.atomic_write_bytes(path, lambda p: Path(p).write_text(text))
+    io.atomic_write_bytes(Path(results) / "forest.png", lambda p: fig.savefig(p, dpi=130, format="png"))
+    io.atomic_write_bytes(path, lambda p: Path(p).write_text(text))
     return path

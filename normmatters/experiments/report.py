@@ -18,7 +18,7 @@ from normmatters.experiments.figures import draw_figures
 from normmatters.plots.equilibrium import plot_equilibrium
 from normmatters.curves.hazards import hazard_totals
 from normmatters.paired import gap_text, number_text
-from normmatters.runs import atomic_write_bytes
+from normmatters.io import atomic_write_bytes
 
 STABLE = {"pdf": {"CreationDate": None}}  # no creation date in a PDF: a regenerated figure is byte-identical
 

@@ -32,7 +32,7 @@ from scipy import integrate, stats
 
 from omegaconf import OmegaConf
 
-from normmatters.runs import atomic_write_bytes
+from normmatters.io import atomic_write_bytes
 
 from normmatters.curves.error import done_runs
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from normmatters import runs
+from normmatters import io, runs
 
 
 def save(run_dir: Path, state: dict) -> None:
@@ -13,7 +13,7 @@ def save(run_dir: Path, state: dict) -> None:
         with open(tmp, "wb") as f:  # through Python's file: a full disk is an OSError saying so
             torch.save(state, f)
 
-    runs.atomic_write_bytes(Path(run_dir) / runs.CHECKPOINT, write)
+    io.atomic_write_bytes(Path(run_dir) / runs.CHECKPOINT, write)
 
 
 def load(run_dir: Path) -> dict | None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from normmatters import runs
+from normmatters import io, runs
 from normmatters.data import build_data
 from normmatters.dynamics import AngleProbe, channel_norm_rows, layer_rows, scale_invariant_weights
 from normmatters.norms import check_norm_inputs, prepare_kernels
@@ -131,7 +131,7 @@ def _mark_failed(run_dir: Path, err: Exception, ranks: distributed.Ranks) -> Non
     reason = str(err).splitlines()[0] if str(err) else ""
     try:
         runs.write_meta(run_dir, status="failed", error=f"{type(err).__name__}: {reason}"[:300])
-    except runs.WriteFailed:  # the disk that failed the run may refuse this too; the error still says why
+    except io.WriteFailed:  # the disk that failed the run may refuse this too; the error still says why
         pass
 
 
@@ -234,7 +234,7 @@ def _start_run_dir(cfg, run_dir: Path, config: dict, fresh: bool, data, device, 
     runs.remove_stale_temps(run_dir)  # under the run's lock (taken in train)
     if not (run_dir / runs.CONFIG).exists():
         text = OmegaConf.to_yaml(OmegaConf.create(config))
-        runs.atomic_write_bytes(run_dir / runs.CONFIG, lambda p: Path(p).write_text(text))
+        io.atomic_write_bytes(run_dir / runs.CONFIG, lambda p: Path(p).write_text(text))
     parallel = {"world_size": ranks.world, "sync_norm": bool(cfg.train.get("sync_norm"))} if ranks.parallel else {}
     runs.write_meta(run_dir, status="running", **_commits(run_dir, fresh), data_label=data.label,
                     num_train=data.num_train, num_test=data.num_test, profile=cfg.get("profile_name"),
