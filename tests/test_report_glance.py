@@ -43,7 +43,23 @@ def test_one_row_per_claim_with_the_paper_scale_beside_it(norms_results):
     assert f"rules out gaps below {gaps.mean() - half:+.2f} or above {gaps.mean() + half:+.2f} points" in cells[5]
     assert "3 of 7 planned seeds" in cells[5]  # norms_cifar's committed plan: l1 7, l2 8
     linf = next(r for r in rows if "| L∞ BN is less accurate than L2 BN |" in r)
-    assert "**HOLDS** |" in linf and "rules out" not in linf
+    # decided on 3 of the 8 seeds its plan fixed: the verdict says it may still change
+    assert "**HOLDS** (interim: 3 of 8 planned seeds) |" in linf and "rules out" not in linf
+
+
+def test_a_verdict_at_its_planned_seeds_is_not_interim(tmp_path):
+    from normmatters.experiments.paper_report import paper_report
+    from normmatters.experiments.readme_glance import glance_table
+
+    exp = load_experiment("norms_cifar")  # committed plan: l2 and linf 8 seeds each
+    exp_dir = tmp_path / "norms_resnet20_cpu"
+    found = {exp.arms[name].label: [make_run(exp_dir / f"{name}_s{s}", s, [60, 50, 40 + d, 30 + d])
+                                    for s in range(n)] for name, d, n in (("l2", 0, 8), ("linf", 2, 8))}
+    found[exp.arms["linf"].label][3] = make_run(exp_dir / "linf_s3b", 3, [60, 50, 41, 31])  # a spread
+    write_claims_report(exp, found, exp_dir)
+    linf = next(r for r in paper_report(tmp_path).splitlines() if "| L∞ BN is less accurate than L2 BN |" in r)
+    assert "**HOLDS** |" in linf and "interim" not in linf
+    assert "| **HOLDS** |" in next(r for r in glance_table(tmp_path).splitlines() if "L∞ BN" in r)
 
 
 def test_forest_plot_has_one_interval_per_judged_claim(norms_results):

@@ -174,11 +174,17 @@ def _order(section: str) -> tuple:
     return section.startswith("beyond"), int(digits or 9), "post hoc" in section
 
 
+def interim(r: dict) -> bool:
+    """A decided verdict whose seed plan is not done yet."""
+    return bool(r.get("planned")) and r["verdict"] in (HOLDS, FAILS) and r.get("n", r["planned"]) < r["planned"]
+
+
 def _verdict_cell(r: dict) -> str:
-    """The verdict; an INCONCLUSIVE one says how far its seed plan went and which gaps its CI rules out."""
+    """The verdict; one reached before its seed plan is done says so (more seeds may still change it),
+    and an INCONCLUSIVE one says how far its plan went and which gaps its CI rules out."""
     cell = f"**{r['verdict']}**"
     if r["verdict"] != INCONCLUSIVE or "low" not in r:
-        return cell
+        return f"{cell} (interim: {r['n']} of {r['planned']} planned seeds)" if interim(r) else cell
     low, high = r.get("shown", (r["low"], r["high"]))
     planned = r.get("planned")
     where = (f"at its planned {_seeds(r['n'])}" if planned and r["n"] >= planned
