@@ -8,7 +8,7 @@ import pandas as pd
 
 from normmatters import io
 
-from .paper_report import _order, _rows, interim
+from .paper_report import claim_rows, interim_note
 
 START = "<!-- glance:start (written by scripts/plot.py --readme; do not edit by hand) -->"
 END = "<!-- glance:end -->"
@@ -24,13 +24,12 @@ def _short(ours: str) -> str:
 
 def glance_table(results: Path) -> str:
     """The markdown table and its totals line, from the committed runs under ``results``."""
-    rows, _ = _rows(Path(results))
-    cifar = sorted((r for r in rows if r["scale"] == "cifar"), key=lambda r: _order(r["section"]))
+    cifar, paper, _ = claim_rows(results)
     lines = ["| § | Claim | This project (CIFAR-10, cpu scale) | Verdict |", "|---|---|---|---|"]
-    lines += [f"| {r['section']} | {r['claim']} | {_short(r['ours'])} | **{r['verdict']}**"
-              + (f" (interim, {r['n']} of {r['planned']} seeds)" if interim(r) else "") + " |" for r in cifar]
-    totals = {scale: ", ".join(f"{v} {k}" for k, v in pd.Series(
-        [r["verdict"] for r in rows if r["scale"] == scale]).value_counts().items()) for scale in ("cifar", "paper")}
+    lines += [f"| {r['section']} | {r['claim']} | {_short(r['ours'])} | **{r['verdict']}**{interim_note(r, short=True)} |"
+              for r in cifar]
+    totals = {scale: ", ".join(f"{v} {k}" for k, v in pd.Series([r["verdict"] for r in rs]).value_counts().items())
+              for scale, rs in (("cifar", cifar), ("paper", paper))}
     lines += ["", f"Totals at cpu scale: {totals['cifar']}; at the paper's scale (claims × experiments): {totals['paper']}."]
     return "\n".join(lines)
 
