@@ -32,6 +32,8 @@ for seed in "$@"; do  # PAPER.md's experiments first, inconclusive claims' arms 
   for a in wd_on:12 wd_lr_correction:11 wd_norm_schedule:13; do
     run wd_vgg11 "${a%%:*}" "$seed" "${a##*:}"
   done
+done
+for seed in "$@"; do  # then the claims beyond the paper
   for a in l2:5 l2_bf16:7 l1:6 l1_bf16:6 topk:4 l2_e4m3_fwd:18 l2_e5m2_fwd:9 l1_e4m3_fwd:14 l1_e5m2_fwd:8 topk_e4m3_fwd:12; do
     run float_formats "${a%%:*}" "$seed" "${a##*:}"
   done
