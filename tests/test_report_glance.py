@@ -63,13 +63,13 @@ def test_a_verdict_at_its_planned_seeds_is_not_interim(tmp_path):
 
 
 def test_forest_plot_has_one_interval_per_judged_claim(norms_results):
-    from normmatters.experiments.paper_report import forest_rows, write_paper_report
+    from normmatters.experiments.paper_report import claim_rows, forest_rows, write_paper_report
     from normmatters.plots.forest import plot_forest
 
     write_paper_report(norms_results)
     assert (norms_results / "forest.png").stat().st_size > 10_000
     assert "![Every claim's paired gap, 95 % interval and rule](forest.png)" in (norms_results / "REPORT.md").read_text()
-    rows = forest_rows(norms_results)
+    rows = forest_rows(claim_rows(norms_results)[0])
     judged = {r["label"].rsplit(" (n=", 1)[0] for r in rows}
     assert judged == {"L1 BN is as accurate as L2 BN", "L∞ BN is less accurate than L2 BN"}
     fig = plot_forest(rows)
