@@ -19,6 +19,7 @@ import torch
 from normmatters import runs
 from normmatters.dynamics.scale_equivalence import measure
 from normmatters.models import build_model
+from normmatters.verdicts import FAILS, HOLDS
 
 LOGITS_TOL, WEIGHTS_TOL, CONTROL_MIN = 1e-6, 1e-9, 1e-3
 
@@ -55,7 +56,7 @@ def main() -> int:
                        "images, LR 0.1, WD 5e-3 on every parameter",
               "criterion": f"twins: logits within {LOGITS_TOL:g}, weights within {WEIGHTS_TOL:g} (relative); "
                            f"controls: logits off by more than {CONTROL_MIN:g}",
-              "verdict": "HOLDS" if holds else "DOES NOT HOLD", "rows": rows, "git_commit": commit,
+              "verdict": HOLDS if holds else FAILS, "rows": rows, "git_commit": commit,
               "torch": torch.__version__}
     text = json.dumps(result, indent=2)
     runs.atomic_write_bytes(old, lambda p: Path(p).write_text(text + "\n"))

@@ -214,7 +214,8 @@ def test_error_curves_give_each_of_nine_arms_its_own_colour(tmp_path):
 
 
 def test_section2_claims_are_data_judged_by_the_weight_decay_rule():
-    from normmatters.experiments.claims import FAILS, HOLDS, INCONCLUSIVE, NOT_RUN, decide
+    from normmatters.experiments.claims import decide
+    from normmatters.verdicts import FAILS, HOLDS, INCONCLUSIVE, NOT_RUN
     from normmatters.experiments.definition import load_experiment
 
     claims = {c.arm: c for c in load_experiment("wd_vgg11").claims}

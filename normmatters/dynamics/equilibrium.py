@@ -23,9 +23,9 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from normmatters import runs
+from normmatters.verdicts import FAILS, HOLDS, INCONCLUSIVE, NOT_RUN
 
 FACTOR = 1.5
-HOLDS, FAILS, INCONCLUSIVE, NOT_RUN = "HOLDS", "DOES NOT HOLD", "INCONCLUSIVE", "NOT RUN"
 
 
 def equilibrium_angle(lr, weight_decay: float, momentum: float):

@@ -36,6 +36,7 @@ from omegaconf import OmegaConf
 from normmatters import runs
 from normmatters.curves.error import done_runs, judged_error, run_config
 from normmatters.paired import gap_stats
+from normmatters.verdicts import FAILS, HOLDS, INCONCLUSIVE, NOT_RUN
 
 from . import wd_claims as wd
 
@@ -47,7 +48,6 @@ MARGIN = 1.0       # points: "as accurate as"
 MIN_EFFECT = 0.5   # points: smaller than this is no effect for worse/better
 FAIL_POINTS = 10.0
 MIN_SEEDS = 3
-HOLDS, FAILS, INCONCLUSIVE, NOT_RUN = "HOLDS", "DOES NOT HOLD", "INCONCLUSIVE", "NOT RUN"
 
 
 @dataclass(frozen=True)

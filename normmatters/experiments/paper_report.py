@@ -11,7 +11,9 @@ from omegaconf import OmegaConf
 
 from normmatters import io, runs
 
-from .claims import FAILS, HOLDS, INCONCLUSIVE, MIN_EFFECT, NOT_RUN, wd_outcome
+from normmatters.verdicts import FAILS, HOLDS, INCONCLUSIVE, NOT_JUDGED, NOT_RUN
+
+from .claims import MIN_EFFECT, wd_outcome
 from .definition import discover, experiment_names, load_experiment
 from .figures import figure_captions
 from .homes import experiment_homes
@@ -146,7 +148,7 @@ def _paper_scale(exp) -> bool:
 def _all_rows(results: Path) -> tuple[list[dict], list[str]]:
     """Every claim's row (scale "cifar" or "paper") and the figures, from the experiments' tables."""
     rows = [dict(_section1_row(results), scale="cifar")]
-    rows += [dict(section=s, claim=c, paper=p, ours=o, criterion="none fixed (a benchmark)", verdict="NOT JUDGED",
+    rows += [dict(section=s, claim=c, paper=p, ours=o, criterion="none fixed (a benchmark)", verdict=NOT_JUDGED,
                   scale="cifar") for s, c, p, o in MEASURED_ONLY]
     figures, reported = [], set()
     for exp, exp_dir in experiment_homes(results):

@@ -28,15 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 from scipy import integrate, stats
 
-from omegaconf import OmegaConf
-
-from normmatters.io import atomic_write_bytes
-
 from normmatters.curves.error import done_runs
+from normmatters.io import atomic_write_bytes
+from normmatters.verdicts import FAILS, HOLDS
 
-from .claims import FAILS, HOLDS, MIN_EFFECT, MIN_SEEDS, Claim, decide, evaluate
+from .claims import MIN_EFFECT, MIN_SEEDS, Claim, decide, evaluate
 from .definition import Experiment, by_arm_name, discover
 
 POWER = 0.9
