@@ -1,6 +1,6 @@
 """results/seed_plan_queue.sh, run with a stand-in `python` that only records each reproduce.py
-command: it queues every planned run, PAPER.md's experiments before the beyond-the-paper ones, and
-a STOP file or a finish-by time already passed starts nothing."""
+command: it queues every planned run, PAPER.md's experiments before the beyond-the-paper ones, starts
+only runs whose planned minutes fit before the finish-by time, and a STOP file starts nothing."""
 from __future__ import annotations
 
 import os
@@ -22,6 +22,7 @@ def _checkout(tmp_path: Path) -> Path:
     root = tmp_path / "checkout"
     (root / "results").mkdir(parents=True)
     (root / "results" / "REPORT.md").write_text("tracked\n")
+    (root / "results" / "seed_plan_cpu.md").write_text((REPO / "results" / "seed_plan_cpu.md").read_text())
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(git + ["init", "-q", str(root)], check=True)
     subprocess.run(git + ["-C", str(root), "add", "."], check=True)
@@ -72,3 +73,15 @@ def test_a_stop_file_or_a_passed_finish_by_time_starts_nothing(tmp_path):
     (checkout / "STOP").unlink()
     started, out = _queue(tmp_path, "now", seeds=[5])
     assert started == [] and "skip norms_cifar l2 s5" in out
+
+
+def test_only_runs_whose_planned_minutes_fit_are_started(tmp_path):
+    """Minutes per run come from results/seed_plan_cpu.md, times 1.3: with 15 minutes left the
+    norms_cifar arms (12.6 minutes and more), wd_on (11.6) and float_formats' l2_e4m3_fwd (17.7) are
+    skipped; the 7-10 minute probe arms, wd_lr_correction (10.5) and float_formats' l2 (4.3) start."""
+    _checkout(tmp_path)
+    started, out = _queue(tmp_path, "+15 minutes", seeds=[5])
+    assert {name for name, _, _ in started} == {"half_precision_probe", "wd_vgg11", "float_formats"}
+    assert ("float_formats", "l2", 5) in started and ("float_formats", "l2_e4m3_fwd", 5) not in started
+    assert ("wd_vgg11", "wd_lr_correction", 5) in started and ("wd_vgg11", "wd_on", 5) not in started
+    assert "skip norms_cifar bwn s5 (~13 min)" in out and "skip wd_vgg11 wd_on s5 (~12 min)" in out
