@@ -15,7 +15,8 @@ plan and its cost only.
 
 --plan-seeds computes from the committed runs how many seeds each claim needs (its spread only,
 normmatters/experiments/seed_plan.py), prints the plan and its cost, and writes each arm's count
-into the experiment file (not with --dry-run); commit it before the runs. --planned then runs each
+into the experiment file (not with --dry-run); commit it before the runs. A different plan already
+in the file is kept (one line, exit 2) unless --replace-plan. --planned then runs each
 arm only at the seeds below its planned count (all of them unless --seeds names some).
 """
 import argparse
@@ -66,6 +67,8 @@ def main() -> int:
     parser.add_argument("--plan-seeds", action="store_true",
                         help="plan each arm's number of seeds from the committed runs' spread and write it "
                              "into the experiment file")
+    parser.add_argument("--replace-plan", action="store_true",
+                        help="with --plan-seeds: write over a different seed plan already in the experiment file")
     parser.add_argument("--planned", action="store_true",
                         help="run each arm only at the seeds below its count in the experiment file's seed plan")
     parser.add_argument("--arms", default=None, help="comma-separated arms (default: the experiment's arms)")
@@ -88,7 +91,7 @@ def main() -> int:
     overrides = [f"out_root={args.out_root}", *(["wait_for_lock=true"] if args.wait else []), *args.overrides]
     if args.plan_seeds:
         for exp in exps:
-            run_or_exit(plan_seeds, exp, profile, overrides, args.dry_run)
+            run_or_exit(plan_seeds, exp, profile, overrides, args.dry_run, args.replace_plan)
         return 0
     data = run_or_exit(check_data, exps, profile, overrides, args.dry_run)  # before planning: offline stops here
     planned = [(exp, run_or_exit(plan, exp, profile, args, overrides)) for exp in exps]
@@ -187,7 +190,7 @@ def write_report(exp, exp_dir: Path) -> list:
     return REPORTS[exp.report](exp, found, exp_dir) if found else []
 
 
-def plan_seeds(exp, profile: str, overrides: list[str], dry_run: bool) -> int:
+def plan_seeds(exp, profile: str, overrides: list[str], dry_run: bool, replace: bool = False) -> int:
     """Print the seed plan of ``exp`` from the runs where its runs live, and write it into its file."""
     import datetime
     import subprocess
@@ -199,8 +202,10 @@ def plan_seeds(exp, profile: str, overrides: list[str], dry_run: bool) -> int:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown commit"
         note = f"from the runs in {exp_dir.name}/ at {commit}, {datetime.date.today()}"
-        seed_plan.write_plan(exp.path, profile, plan.arms, note)
-        print(f"wrote the seed plan into {exp.path}")
+        if seed_plan.write_plan(exp.path, profile, plan.arms, note, replace):
+            print(f"wrote the seed plan into {exp.path}")
+        else:
+            print(f"{exp.path} already holds this seed plan; unchanged")
     return 0
 
 

@@ -104,11 +104,22 @@ def test_plan_seeds_command_writes_the_plan_and_planned_runs_follow_it(planned_e
     dry = subprocess.run([*cmd, "--plan-seeds", "--dry-run"], capture_output=True, text=True, cwd=ROOT)
     assert dry.returncode == 0, dry.stderr
     assert "same_as_base" in dry.stdout and "core-hours" in dry.stdout and exp_file.read_text() == before
-    for _ in range(2):  # writing twice replaces the block, it does not add a second one
+    for _ in range(2):  # the same plan again leaves the file as it is
         done = subprocess.run([*cmd, "--plan-seeds"], capture_output=True, text=True, cwd=ROOT)
         assert done.returncode == 0, done.stderr
+    assert "already holds this seed plan; unchanged" in done.stdout
     text = exp_file.read_text()
     assert text.startswith(before.rstrip("\n")) and text.count("seed_plan:") == 1
+    # a committed plan that differs (here: edited by hand) is never written over silently
+    edited = text.replace("bad: 5", "bad: 6")
+    exp_file.write_text(edited)
+    kept = subprocess.run([*cmd, "--plan-seeds"], capture_output=True, text=True, cwd=ROOT)
+    assert kept.returncode == 2 and exp_file.read_text() == edited
+    assert kept.stderr.strip() == (f"error: {exp_file} already has a seed plan for profile cpu; kept it (this plan "
+                                   "would change bad 6 -> 5); --replace-plan writes over it")
+    replaced = subprocess.run([*cmd, "--plan-seeds", "--replace-plan"], capture_output=True, text=True, cwd=ROOT)
+    assert replaced.returncode == 0, replaced.stderr
+    assert exp_file.read_text() == text  # the same commit and day: the same note line
     exp = definition.load_experiment(exp_file)
     counts = exp.seed_plan["cpu"]
     assert counts["bad"] == seed_plan.MIN_PAPER_SEEDS and counts["base"] == counts["same"] > 5

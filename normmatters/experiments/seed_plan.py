@@ -177,16 +177,24 @@ def plan_text(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def write_plan(path: Path, profile: str, arms: dict[str, int], note: str) -> None:
-    """Replace the file's seed plan for ``profile`` (other profiles' plans are kept; the block is the
-    file's tail, after MARKER)."""
+def write_plan(path: Path, profile: str, arms: dict[str, int], note: str, replace: bool = False) -> bool:
+    """Write the file's seed plan for ``profile`` (other profiles' plans are kept; the block is the
+    file's tail, after MARKER). A different plan already there is a committed plan its runs follow:
+    kept (ValueError) unless ``replace``. Returns False when the file already holds this plan."""
     text = Path(path).read_text()
     head, _, old = text.partition(MARKER)
     plans = {}
     if old:
         raw = OmegaConf.to_container(OmegaConf.create(old.split("\n", 1)[1])).get("seed_plan") or {}
         plans = {str(k): dict(v) for k, v in raw.items()}
+    if plans.get(profile) == arms:
+        return False
+    if profile in plans and not replace:
+        changed = ", ".join(f"{a} {plans[profile].get(a, 0)} -> {n}" for a, n in arms.items() if plans[profile].get(a) != n)
+        raise ValueError(f"{path} already has a seed plan for profile {profile}; kept it (this plan would change "
+                         f"{changed}); --replace-plan writes over it")
     plans[profile] = arms
     block = f"{MARKER}; {note}\nseed_plan:\n" + "".join(
         f"  {p}: {{{', '.join(f'{k}: {v}' for k, v in counts.items())}}}\n" for p, counts in plans.items())
     atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(head.rstrip("\n") + "\n\n" + block))
+    return True
