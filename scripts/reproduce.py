@@ -79,6 +79,8 @@ def main() -> int:
                         help="where run directories go (default: outputs; the committed runs are in results/)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. data.path=...")
     args = parser.parse_args()
+    if args.replace_plan and not args.plan_seeds:
+        parser.error("--replace-plan goes with --plan-seeds")
     if args.list:
         for name in definition.experiment_names():
             exp = definition.load_experiment(name)

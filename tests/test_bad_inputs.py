@@ -53,6 +53,7 @@ CATALOGUE = [
     ("dry-run-unknown-key", "reproduce", ["--profile", "cpu", "--seeds", "0", "--dry-run", "+train.foo=1"],
      "train.foo is not a config key"),
     ("unknown-experiment", "reproduce", ["--experiment", "nosuch", "--dry-run"], "--experiment 'nosuch'"),
+    ("replace-plan-alone", "reproduce", ["--replace-plan", "--dry-run"], "--replace-plan goes with --plan-seeds"),
     # -- damaged run files ----------------------------------------------------------------------
     ("config-yaml-corrupt", "run_file", ["config.yaml", b"model: [resnet20\n  norm: {"], "config.yaml cannot be read"),
     ("meta-json-corrupt", "run_file", ["meta.json", b'{"status": "fini\x01shed"'], "meta.json cannot be read"),
