@@ -18,7 +18,7 @@ from pathlib import Path
 
 from normmatters.experiments.definition import discover
 from normmatters.experiments.homes import experiment_homes
-from normmatters.experiments.paper_report import write_paper_report
+from normmatters.experiments.paper_report import claim_rows, write_paper_report
 from normmatters.experiments.readme_glance import write_glance
 from normmatters.experiments.report import REPORTS
 
@@ -49,9 +49,10 @@ def report() -> int:
     if not found:
         print(f"error: no experiment runs (e.g. a wd_on_s<seed> run) under {args.results}", file=sys.stderr)
         return 2
-    print(f"wrote {write_paper_report(args.results)}")
+    rows = claim_rows(args.results)  # one read of the claims tables for REPORT.md and the README
+    print(f"wrote {write_paper_report(args.results, rows)}")
     if args.readme:
-        print(f"wrote {write_glance(args.readme, args.results)}")
+        print(f"wrote {write_glance(args.readme, args.results, rows)}")
     return 0
 
 

@@ -262,12 +262,12 @@ def forest_rows(cifar: list[dict]) -> list[dict]:
     return out
 
 
-def write_paper_report(results: Path) -> Path:
-    """REPORT.md and its forest plot (forest.png) in ``results``."""
+def write_paper_report(results: Path, rows: tuple | None = None) -> Path:
+    """REPORT.md and its forest plot (forest.png) in ``results``; ``rows`` as for :func:`paper_report`."""
     from normmatters.plots.forest import plot_forest
 
     path = Path(results) / "REPORT.md"
-    rows = claim_rows(results)  # read the claims tables once for the text and the plot
+    rows = rows or claim_rows(results)  # read the claims tables once for the text and the plot
     text = paper_report(results, rows)
     fig = plot_forest(forest_rows(rows[0]), MIN_EFFECT)
     io.atomic_write_bytes(Path(results) / "forest.png", lambda p: fig.savefig(p, dpi=130, format="png"))

@@ -22,9 +22,10 @@ def _short(ours: str) -> str:
     return head
 
 
-def glance_table(results: Path) -> str:
-    """The markdown table and its totals line, from the committed runs under ``results``."""
-    cifar, paper, _ = claim_rows(results)
+def glance_table(results: Path, rows: tuple | None = None) -> str:
+    """The markdown table and its totals line, from the committed runs under ``results``;
+    ``rows`` is :func:`claim_rows`'s answer when the caller already has it."""
+    cifar, paper, _ = rows or claim_rows(results)
     lines = ["| § | Claim | This project (CIFAR-10, cpu scale) | Verdict |", "|---|---|---|---|"]
     lines += [f"| {r['section']} | {r['claim']} | {_short(r['ours'])} | **{r['verdict']}**{interim_note(r, short=True)} |"
               for r in cifar]
@@ -43,7 +44,7 @@ def with_glance(readme_text: str, table: str) -> str:
     return f"{head}{START}\n{table}\n{END}{tail}"
 
 
-def write_glance(readme: Path, results: Path) -> Path:
-    text = with_glance(Path(readme).read_text(), glance_table(results))
+def write_glance(readme: Path, results: Path, rows: tuple | None = None) -> Path:
+    text = with_glance(Path(readme).read_text(), glance_table(results, rows))
     io.atomic_write_bytes(Path(readme), lambda p: Path(p).write_text(text))
     return Path(readme)
