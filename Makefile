@@ -69,7 +69,7 @@ verify: setup
 	$(PY) scripts/verify_runs.py results
 
 figures: setup verify
-	$(PY) scripts/plot.py $(if $(ARGS),$(ARGS),results --readme README.md)
+	$(PY) scripts/plot.py $(if $(ARGS),$(ARGS),results --readme README.md --docs docs/results.md)
 
 # executed copies go to outputs/notebooks/ (ignored by git): the tracked notebooks keep no outputs,
 # so running them never dirties the tree

@@ -19,4 +19,4 @@ for checkout in "$@"; do
   done
 done
 python scripts/verify_runs.py --record results
-python scripts/plot.py results --readme README.md
+python scripts/plot.py results --readme README.md --docs docs/results.md

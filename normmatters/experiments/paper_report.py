@@ -19,7 +19,7 @@ from .figures import figure_captions
 from .homes import experiment_homes
 from ..paired import gap_text, number_text
 from .report import paper_cell
-from .wd_claims import TRACK_TOL
+from .wd_claims import TRACK_TOL, paired_final_gaps
 
 EQUILIBRIUM = ("With weight decay each scale-invariant layer settles at the rotational equilibrium: its angle per step "
                "is √(2ηλ/(1+μ)) before the first LR drop",
@@ -50,7 +50,9 @@ def _wd_rule(margin: float) -> str:
 def _wd_rows(exp_dir: Path, exp) -> list[dict]:
     """§2's claims (the experiment file's, rule wd) from the weight-decay table: one row per arm."""
     table = pd.read_csv(exp_dir / "claims.csv", index_col=0)
-    some_run = next(d for dirs in discover(exp, exp_dir).values() for d in dirs)
+    found = discover(exp, exp_dir)
+    some_run = next(d for dirs in found.values() for d in dirs)
+    per_seed = paired_final_gaps(found).drop(columns="mean")
     plan = _plan(exp, some_run)
     rows = []
     for claim in exp.claims:
@@ -66,8 +68,15 @@ def _wd_rows(exp_dir: Path, exp) -> list[dict]:
         rows.append(dict(base, ours=ours, verdict=wd_outcome(claim, str(r.verdict), int(r.n_paired)), n=int(r.n_paired),
                          planned=min(plan.get(claim.arm, 0), plan.get(claim.against, 0)) or None,
                          # accuracy gaps, drawn as error gaps in the forest plot
-                         mean=-r.gap_mean, low=-r.ci_high, high=-r.ci_low, shown=(r.ci_low, r.ci_high)))
+                         mean=-r.gap_mean, low=-r.ci_high, high=-r.ci_low, shown=(r.ci_low, r.ci_high),
+                         paired=_wd_paired(per_seed.loc[arm].dropna(), claim, r)))
     return rows
+
+
+def _wd_paired(gaps: pd.Series, claim, r) -> dict:
+    """An arm's final-accuracy gap to WD on by seed, for the results page (accuracy, as §2's table)."""
+    return dict(of=f"final accuracy, {claim.arm} − {claim.against}", seeds=list(gaps.index), gaps=list(gaps),
+                mean=r.gap_mean, low=r.ci_low, high=r.ci_high)
 
 
 def _plan(exp, run_dir: Path) -> dict[str, int]:
@@ -100,8 +109,18 @@ def _claims_rows(exp_dir: Path, exp) -> list[dict]:
         rows.append(dict(section=r.section, claim=r.claim, paper=paper_cell(r.paper), ours=f"{ours}; {scale}",
                          criterion=_criterion(r), verdict=r.verdict, source=f"{exp_dir.name}/claims.md",
                          expect=r.expect, margin=r.margin, n=int(r.n), mean=r.gap_mean, low=r.ci_low, high=r.ci_high,
-                         planned=min(plan.get(r.arm, 0), plan.get(r.against, 0)) or None))
+                         planned=min(plan.get(r.arm, 0), plan.get(r.against, 0)) or None, paired=_paired(r)))
     return rows
+
+
+def _paired(r) -> dict | None:
+    """A claims-table row's gap by seed, for the results page; None without paired seeds."""
+    if not r.n:
+        return None
+    metric = "final error" if r.metric == "failure" else r.metric.replace("_", " ")
+    return dict(of=f"{metric}, {r.arm} − {r.against}", seeds=json.loads(r.seeds), gaps=json.loads(r.gaps),
+                mean=r.gap_mean, low=r.ci_low, high=r.ci_high,
+                n_failed=int(r.n_failed) if r.metric == "failure" else None)
 
 
 def _equilibrium_row(exp_dir: Path, exp) -> dict:
@@ -195,7 +214,7 @@ def interim_note(r: dict, short: bool = False) -> str:
     return f" (interim, {r['n']} of {r['planned']} seeds)" if short else f" (interim: {r['n']} of {r['planned']} planned seeds)"
 
 
-def _verdict_cell(r: dict) -> str:
+def verdict_cell(r: dict) -> str:
     """The verdict; one reached before its seed plan is done says so (more seeds may still change it),
     and an INCONCLUSIVE one says how far its plan went and which gaps its CI rules out."""
     cell = f"**{r['verdict']}**"
@@ -235,7 +254,7 @@ def paper_report(results: Path, rows: tuple | None = None) -> str:
     for r in cifar:
         twins = [p for p in paper if (p["section"], p["claim"]) == (r["section"], r["claim"])]
         lines.append(f"| {r['section']} | {r['claim']} | {r['paper']} | {r['ours']} | {r['criterion']} | "
-                     f"{_verdict_cell(r)} | {_paper_scale_cell(twins)} | {r.get('source', '–')} |")
+                     f"{verdict_cell(r)} | {_paper_scale_cell(twins)} | {r.get('source', '–')} |")
     alone = [p for p in paper if not any((p["section"], p["claim"]) == (r["section"], r["claim"]) for r in cifar)]
     for r in alone:
         lines.append(f"| {r['section']} | {r['claim']} | {r['paper']} | – | {r['criterion']} | – | "
