@@ -5,12 +5,19 @@
 #   bash results/seed_plan_queue.sh <checkout> <finish by, e.g. 17:55> 3 5 7 ...   # and 4 6 8 ... beside it
 # Each arm and seed is one reproduce.py command; one that cannot finish by the given time (its cpu
 # minutes per run in results/seed_plan_cpu.md, x 1.3) is skipped, so no run is cut off. `touch <checkout>/STOP` ends the queue after the
-# current run. The checkout's tracked reports are reset before and after each command.
+# current run. The checkout's tracked reports are reset before and after each command. Which runs are
+# finished is read once at the start (one dry run per experiment), so finished ones cost nothing.
 set -u
 checkout=$1 deadline=$(date -d "$2" +%s); shift 2
 cd "$checkout" || exit 1
 export PYTHONPATH=$PWD OMP_NUM_THREADS=1
 data="data=image_folder data.path=../shared/data/cifar10-jpeg.tar.gz train.progress=false"
+seeds=$(IFS=,; echo "$*")
+todo=$(for e in norms_cifar half_precision_probe wd_vgg11 float_formats; do  # "experiment arm seed" still to run
+  python scripts/reproduce.py --profile cpu --out-root results --experiment "$e" --planned --seeds "$seeds" --dry-run $data |
+    awk -v e="$e" '$1 ~ /^[0-9]+$/ && $3 ~ /^[0-9]+$/ && $NF ~ /_s[0-9]+-[0-9a-f]+$/ && $4 != "finished" && $4 != "diverged" { print e, $2, $3 }'
+done)
+echo "$(date +%T) runs to do: $(echo "$todo" | grep -c .)"
 
 minutes() {  # experiment arm: the plan's cpu minutes per run, rounded up
   awk -v e="$1" -v a="$2" '$1 == "experiment" {x = $2} x == e && NF == 5 && $1 == a {
@@ -18,6 +25,7 @@ minutes() {  # experiment arm: the plan's cpu minutes per run, rounded up
 }
 
 run() {  # experiment arm seed
+  grep -qx "$1 $2 $3" <<< "$todo" || return 0
   [ -e STOP ] && { echo "STOP: skip $1 $2 s$3"; return; }
   local m; m=$(minutes "$1" "$2")
   [ -n "$m" ] || { echo "error: no min/run for $1 $2 in results/seed_plan_cpu.md; skip s$3"; return; }
