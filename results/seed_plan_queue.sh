@@ -14,9 +14,10 @@ export PYTHONPATH=$PWD OMP_NUM_THREADS=1
 data="data=image_folder data.path=../shared/data/cifar10-jpeg.tar.gz train.progress=false"
 seeds=$(IFS=,; echo "$*")
 todo=$(for e in norms_cifar half_precision_probe wd_vgg11 float_formats; do  # "experiment arm seed" still to run
-  python scripts/reproduce.py --profile cpu --out-root results --experiment "$e" --planned --seeds "$seeds" --dry-run $data |
-    awk -v e="$e" '$1 ~ /^[0-9]+$/ && $3 ~ /^[0-9]+$/ && $NF ~ /_s[0-9]+-[0-9a-f]+$/ && $4 != "finished" && $4 != "diverged" { print e, $2, $3 }'
-done)
+  plan=$(python scripts/reproduce.py --profile cpu --out-root results --experiment "$e" --planned --seeds "$seeds" --dry-run $data) ||
+    { echo "error: the dry run of $e failed (above); no run started" >&2; exit 1; }
+  awk -v e="$e" '$1 ~ /^[0-9]+$/ && $3 ~ /^[0-9]+$/ && $NF ~ /_s[0-9]+-[0-9a-f]+$/ && $4 != "finished" && $4 != "diverged" { print e, $2, $3 }' <<< "$plan"
+done) || exit 1
 echo "$(date +%T) runs to do: $(echo "$todo" | grep -c .)"
 
 minutes() {  # experiment arm: the plan's cpu minutes per run, rounded up
