@@ -25,8 +25,10 @@ minutes() {  # experiment arm: the plan's cpu minutes per run, rounded up
     m = $5 + 0; print (m == int(m)) ? m : int(m) + 1; exit }' results/seed_plan_cpu.md
 }
 
+queued=""
 run() {  # experiment arm seed
   grep -qx "$1 $2 $3" <<< "$todo" || return 0
+  queued+="$1 $2 $3"$'\n'
   [ -e STOP ] && { echo "STOP: skip $1 $2 s$3"; return; }
   local m; m=$(minutes "$1" "$2")
   [ -n "$m" ] || { echo "error: no min/run for $1 $2 in results/seed_plan_cpu.md; skip s$3"; return; }
@@ -48,4 +50,6 @@ for seed in "$@"; do  # then the claims beyond the paper
     run float_formats $a "$seed"
   done
 done
+missed=$(printf '%s\n' "$todo" | grep . | grep -vxF -f <(printf '%s' "$queued") | paste -sd, -)
+[ -z "$missed" ] || echo "error: planned but named by no loop above, not run: $missed"
 echo "$(date +%T) queue finished"
